@@ -1,0 +1,1 @@
+"""The llmops.dev API: typed models, CRD generation and offline admission."""

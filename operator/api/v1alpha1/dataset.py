@@ -1,0 +1,111 @@
+"""Dataset: ingest raw text and turn it into clean, de-duplicated, tokenized shards."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from llmops.trainer.config.base import ApiModel, StatusModel
+from llmops.trainer.config.data import PipelineConfig
+from pydantic import Field
+
+from .common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    PROGRESS_COLUMN,
+    ComputeResources,
+    CrdNames,
+    ImageSpec,
+    Output,
+    Placement,
+    PrinterColumn,
+    Resource,
+    WorkloadStatus,
+)
+
+
+class DataExecution(ApiModel):
+    """Where the pipeline runs. One worker runs Ray in local mode inside a single pod."""
+
+    workers: int = Field(default=1, ge=1, le=1024)
+    """Ray workers. More than one runs on a Ray cluster (a KubeRay RayJob where KubeRay is installed)."""
+
+    resources: ComputeResources = Field(default_factory=ComputeResources)
+    """CPU and memory per worker."""
+
+    placement: Placement = Field(default_factory=Placement)
+    """Node selection for the workers."""
+
+
+class DatasetSpec(PipelineConfig):
+    """The data pipeline (sources, stages, tokenizer) plus where and how it runs."""
+
+    execution: DataExecution = Field(default_factory=DataExecution)
+    """Workers and their placement."""
+
+    image: ImageSpec = Field(default_factory=ImageSpec)
+    """Workload image."""
+
+    output: Output = Field(default_factory=Output)
+    """Where shards, documents, tokenizer and manifest are written."""
+
+    backoff_limit: int = Field(default=2, ge=0, le=100)
+    """Retries of a failed pipeline run before the Dataset is Failed."""
+
+
+class DatasetStats(StatusModel):
+    """What the pipeline kept and dropped, and why."""
+
+    documents_read: int = 0
+    """Documents read from all sources."""
+
+    documents_kept: int = 0
+    """Documents written after every stage."""
+
+    dropped: dict[str, int] = Field(default_factory=dict)
+    """Documents dropped, by stage and rule (e.g. quality.minWords, dedup.near)."""
+
+    malformed: int = 0
+    """Records skipped because they could not be read (bad JSON, undecodable bytes, missing field)."""
+
+    pii_replaced: dict[str, int] = Field(default_factory=dict)
+    """Placeholders written, by PII kind."""
+
+    tokens: int = 0
+    """Tokens in all shards."""
+
+    train_tokens: int = 0
+    """Tokens in the training split."""
+
+    validation_tokens: int = 0
+    """Tokens in the validation split."""
+
+    vocab_size: int | None = None
+    """Vocabulary size of the tokenizer."""
+
+
+class DatasetStatus(WorkloadStatus):
+    stats: DatasetStats | None = None
+    """Counts per stage, filled in as the pipeline reports them."""
+
+    tokenizer_uri: str | None = None
+    """The tokenizer.json written with the dataset."""
+
+
+class Dataset(Resource):
+    """Ingest, normalise, filter, de-duplicate, scrub PII and tokenize text into packed shards."""
+
+    kind: Literal["Dataset"] = "Dataset"
+    spec: DatasetSpec
+    status: DatasetStatus | None = None
+
+    names = CrdNames(
+        plural="datasets",
+        short_names=("llmds",),
+        printer_columns=(
+            PHASE_COLUMN,
+            PROGRESS_COLUMN,
+            PrinterColumn("Documents", "integer", ".status.stats.documentsKept", "Documents kept"),
+            PrinterColumn("Tokens", "integer", ".status.stats.tokens", "Tokens written"),
+            AGE_COLUMN,
+        ),
+    )

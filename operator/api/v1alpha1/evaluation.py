@@ -1,0 +1,166 @@
+"""Evaluation: score a model on held-out text and tasks; its verdict gates Deployment."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from llmops.trainer.config.base import Rule, StatusModel
+from llmops.trainer.config.evaluate import EvalRunConfig, Metric, TaskSettings, Threshold
+from llmops.trainer.config.types import Uri
+from pydantic import Field
+
+from .common import (
+    AGE_COLUMN,
+    PHASE_COLUMN,
+    PROGRESS_COLUMN,
+    CrdNames,
+    ImageSpec,
+    ModelRef,
+    NodePool,
+    ObjectName,
+    Output,
+    PrinterColumn,
+    Resource,
+    WorkloadStatus,
+)
+
+
+class EvaluationTask(TaskSettings):
+    """A task and its data: a Dataset's validation split, or local files (nothing is downloaded)."""
+
+    dataset: ObjectName | None = None
+    """Name of a Dataset; its validation split is scored (perplexity) once it has Succeeded."""
+
+    uri: Uri | None = None
+    """Text or JSONL data for the task (for lmEval: a directory with the task's local data)."""
+
+    cel_rules = TaskSettings.cel_rules + (
+        Rule(
+            "self.type == 'lmEval' ? !has(self.dataset) : has(self.dataset) != has(self.uri)",
+            "set exactly one of dataset or uri (type lmEval takes an optional uri only)",
+        ),
+    )
+
+
+class BaselineRef(ModelRef):
+    """The model to compare with: usually what a Deployment serves now."""
+
+    deployment: ObjectName | None = None
+    """Name of an llmops.dev Deployment; its currently served model is the baseline."""
+
+    cel_rules = (
+        Rule(
+            "[has(self.pretrainJob), has(self.fineTune), has(self.uri), has(self.deployment)]"
+            ".filter(x, x).size() == 1",
+            "set exactly one of pretrainJob, fineTune, uri or deployment",
+        ),
+    )
+
+
+class EvaluationSpec(EvalRunConfig):
+    """Model, tasks, pass thresholds and where to run."""
+
+    model: ModelRef
+    """Model under evaluation."""
+
+    baseline: BaselineRef | None = None
+    """Model to compare with (thresholds with relativeTo baseline, winRate tasks)."""
+
+    tasks: list[EvaluationTask] = Field(min_length=1, max_length=64, json_schema_extra={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
+    """What to measure."""
+
+    thresholds: list[Threshold] = Field(default_factory=list, max_length=128)
+    """Pass conditions; with none, every completed Evaluation Passes."""
+
+    node_pool: NodePool = Field(default_factory=NodePool)
+    """Nodes, GPUs and placement."""
+
+    image: ImageSpec = Field(default_factory=ImageSpec)
+    """Workload image."""
+
+    output: Output = Field(default_factory=Output)
+    """Where results.json goes. Unset: next to the model."""
+
+    backoff_limit: int = Field(default=2, ge=0, le=100)
+    """Retries of a failed run."""
+
+    cel_rules = (
+        Rule(
+            "self.tasks.all(a, self.tasks.exists_one(b, b.name == a.name))",
+            "tasks[].name must be unique",
+            field_path=".tasks",
+        ),
+        Rule(
+            "self.thresholds.all(t, self.tasks.exists(k, k.name == t.task))",
+            "every thresholds[].task must name one of tasks[].name",
+            field_path=".thresholds",
+        ),
+        Rule(
+            "has(self.baseline) || !(self.thresholds.exists(t, t.relativeTo == 'baseline') "
+            "|| self.tasks.exists(k, k.type == 'winRate'))",
+            "thresholds relative to the baseline and winRate tasks need spec.baseline",
+            field_path=".baseline",
+        ),
+    )
+
+
+class Verdict(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+
+
+class MetricResult(StatusModel):
+    """One measured metric, with the threshold it was held to."""
+
+    task: str
+    """Task name."""
+
+    metric: Metric
+    """Metric name."""
+
+    value: float
+    """Measured value."""
+
+    baseline_value: float | None = None
+    """The baseline model's value, when compared."""
+
+    threshold: str | None = None
+    """The condition, e.g. ">= 0.6" or "<= baseline + 0.5"."""
+
+    margin: float | None = None
+    """How far inside (positive) or outside (negative) the threshold the value is."""
+
+    passed: bool | None = None
+    """Whether the threshold held; unset when no threshold applies."""
+
+
+class EvaluationStatus(WorkloadStatus):
+    verdict: Verdict | None = None
+    """Passed when every threshold held."""
+
+    results: list[MetricResult] = Field(default_factory=list)
+    """Every metric measured."""
+
+    results_uri: str | None = None
+    """results.json with the full report."""
+
+
+class Evaluation(Resource):
+    """Evaluate a model; the verdict (Passed/Failed) gates its Deployment."""
+
+    kind: Literal["Evaluation"] = "Evaluation"
+    spec: EvaluationSpec
+    status: EvaluationStatus | None = None
+
+    names = CrdNames(
+        plural="evaluations",
+        short_names=("llmeval",),
+        printer_columns=(
+            PHASE_COLUMN,
+            PrinterColumn("Verdict", "string", ".status.verdict", "Passed or Failed"),
+            PROGRESS_COLUMN,
+            AGE_COLUMN,
+        ),
+    )

@@ -1,0 +1,55 @@
+"""Evaluate Kubernetes CEL validation rules in Python, so that local mode and the API server agree.
+
+The rules live once, on the config models (see `base.Rule`). The API server evaluates them from the
+generated CRDs; this module evaluates the very same strings with `cel-python` for pydantic validation and
+for the offline admission check. Only the subset of the Kubernetes CEL library that our rules use is
+provided here; a rule that calls anything else fails loudly at compile time in the unit tests.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import celpy
+from celpy import celtypes
+
+
+def _is_sorted(values: celtypes.ListType) -> celtypes.BoolType:
+    """Kubernetes list library `isSorted()`: true when each element is <= the next one."""
+    return celtypes.BoolType(all(values[i] <= values[i + 1] for i in range(len(values) - 1)))
+
+
+# Kubernetes-specific functions our rules may call, by name.
+_KUBERNETES_FUNCTIONS = {"isSorted": _is_sorted}
+
+_ENVIRONMENT = celpy.Environment()
+
+
+class CelRuleError(ValueError):
+    """A rule that does not compile or does not return a bool: a bug in the model, not in the input."""
+
+
+@cache
+def _program(rule: str) -> celpy.Runner:
+    try:
+        return _ENVIRONMENT.program(_ENVIRONMENT.compile(rule), functions=_KUBERNETES_FUNCTIONS)
+    except celpy.CELParseError as error:
+        raise CelRuleError(f"CEL rule does not parse: {rule!r}: {error}") from error
+
+
+def check_compiles(rule: str) -> None:
+    """Raise CelRuleError when `rule` is not valid CEL."""
+    _program(rule)
+
+
+def evaluate(rule: str, self_value: Any, old_self: Any = None) -> bool:
+    """Evaluate `rule` with `self` (and `oldSelf` for transition rules) bound to JSON-like values."""
+    activation = {"self": celpy.json_to_cel(self_value)}
+    if old_self is not None:
+        activation["oldSelf"] = celpy.json_to_cel(old_self)
+    result = _program(rule).evaluate(activation)
+    if not isinstance(result, celtypes.BoolType):
+        # cel-python returns an error value (not an exception) for e.g. a missing field without has().
+        raise CelRuleError(f"CEL rule {rule!r} evaluated to {result!r}, not a bool")
+    return bool(result)

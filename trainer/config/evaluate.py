@@ -1,0 +1,115 @@
+"""What an Evaluation measures and the thresholds that decide its verdict."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from .base import ApiModel, Rule
+from .types import Name
+
+
+class TaskType(StrEnum):
+    PERPLEXITY = "perplexity"
+    MULTIPLE_CHOICE = "multipleChoice"
+    EXACT_MATCH = "exactMatch"
+    CLASSIFICATION = "classification"
+    WIN_RATE = "winRate"
+    LM_EVAL = "lmEval"
+
+
+class Metric(StrEnum):
+    """Metric names, as lm-evaluation-harness spells them."""
+
+    PERPLEXITY = "perplexity"
+    BITS_PER_BYTE = "bits_per_byte"
+    ACC = "acc"
+    ACC_NORM = "acc_norm"
+    EXACT_MATCH = "exact_match"
+    F1 = "f1"
+    WIN_RATE = "win_rate"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self not in (Metric.PERPLEXITY, Metric.BITS_PER_BYTE)
+
+
+class TaskSettings(ApiModel):
+    """How one task is scored (its data location is added by the Evaluation spec)."""
+
+    name: Name
+    """Unique name of the task within the Evaluation; thresholds refer to it."""
+
+    type: TaskType
+    """perplexity (and bits per byte) on text; multipleChoice (acc, acc_norm) on lm-eval-style JSONL;
+    exactMatch and f1 on short generations; classification (acc, f1); winRate against the baseline;
+    lmEval runs an lm-evaluation-harness task from local data."""
+
+    lm_eval_task: str | None = Field(default=None, min_length=1, max_length=256)
+    """lm-evaluation-harness task name (type lmEval)."""
+
+    limit: int | None = Field(default=None, ge=1)
+    """Score at most this many examples (documents for perplexity)."""
+
+    num_fewshot: int = Field(default=0, ge=0, le=64)
+    """Few-shot examples prepended to each prompt."""
+
+    stride: int | None = Field(default=None, ge=1)
+    """Sliding-window stride for perplexity, in tokens. Unset: half the model's context length."""
+
+    max_new_tokens: int = Field(default=64, ge=1, le=8192)
+    """Longest generation for exactMatch and winRate."""
+
+    cel_rules = (
+        Rule(
+            "(self.type == 'lmEval') == has(self.lmEvalTask)",
+            "lmEvalTask is required for type lmEval and not allowed for other types",
+            field_path=".lmEvalTask",
+        ),
+    )
+
+
+class Baseline(StrEnum):
+    ABSOLUTE = "absolute"
+    BASELINE = "baseline"
+
+
+class Threshold(ApiModel):
+    """A pass condition on one metric of one task. All thresholds must hold for the verdict Passed."""
+
+    task: Name
+    """Name of the task the metric comes from."""
+
+    metric: Metric
+    """Metric to check."""
+
+    min: float | None = None
+    """Absolute floor: passes when value >= min."""
+
+    max: float | None = None
+    """Absolute ceiling: passes when value <= max."""
+
+    relative_to: Baseline = Baseline.ABSOLUTE
+    """`baseline`: compare with the baseline model's value on the same task instead of min/max."""
+
+    tolerance: float = Field(default=0.0, ge=0)
+    """With relativeTo baseline: how much worse than the baseline (in the metric's units) still passes."""
+
+    cel_rules = (
+        Rule(
+            "self.relativeTo == 'baseline' ? !has(self.min) && !has(self.max) : has(self.min) != has(self.max)",
+            "set exactly one of min or max, or set relativeTo: baseline (with an optional tolerance) "
+            "and neither",
+        ),
+    )
+
+
+class EvalRunConfig(ApiModel):
+    """Run-wide evaluation settings."""
+
+    seed: int = Field(default=1234, ge=0, le=2**31 - 1)
+    """Seed for sampling and few-shot selection; the same model and data give the same numbers."""
+
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    """Sequences scored together."""

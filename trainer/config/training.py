@@ -1,0 +1,158 @@
+"""How a training run optimises: optimizer, schedule, batch, precision, checkpoints, budget."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from .base import ApiModel, Rule
+
+
+class OptimizerName(StrEnum):
+    ADAMW = "adamw"
+
+
+class OptimizerConfig(ApiModel):
+    """AdamW with decoupled weight decay."""
+
+    name: OptimizerName = OptimizerName.ADAMW
+    """Optimizer. Only `adamw` today."""
+
+    learning_rate: float = Field(default=3e-4, gt=0, le=1)
+    """Peak learning rate, reached at the end of warm-up."""
+
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    """Adam's first-moment decay."""
+
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    """Adam's second-moment decay."""
+
+    eps: float = Field(default=1e-8, gt=0, lt=1)
+    """Adam's epsilon."""
+
+    weight_decay: float = Field(default=0.1, ge=0, le=10)
+    """Decoupled weight decay; not applied to norms and biases."""
+
+    fused: bool | None = None
+    """Use the fused kernel. Unset: fused wherever the device supports it."""
+
+
+class ScheduleKind(StrEnum):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class ScheduleConfig(ApiModel):
+    """Learning-rate schedule: linear warm-up, then decay to minLearningRateRatio of the peak."""
+
+    kind: ScheduleKind = ScheduleKind.COSINE
+    """Decay shape after warm-up."""
+
+    warmup_steps: int = Field(default=100, ge=0, le=10_000_000)
+    """Optimizer steps of linear warm-up from zero."""
+
+    min_learning_rate_ratio: float = Field(default=0.1, ge=0, le=1)
+    """Final learning rate as a fraction of the peak."""
+
+
+class BatchConfig(ApiModel):
+    """Batch per step: microBatchSize sequences per process, accumulated gradientAccumulationSteps times."""
+
+    micro_batch_size: int = Field(default=8, ge=1, le=65536)
+    """Sequences per process per forward pass."""
+
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=65536)
+    """Micro-batches summed before each optimizer step."""
+
+
+class Precision(StrEnum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class Strategy(StrEnum):
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
+class TrainingConfig(ApiModel):
+    """The optimisation loop shared by pretraining and fine-tuning."""
+
+    max_steps: int | None = Field(default=None, ge=1, le=100_000_000)
+    """Optimizer steps to run. PretrainJob: set this or spec.computeBudget. FineTune: set this or epochs."""
+
+    epochs: float | None = Field(default=None, gt=0, le=1000)
+    """Passes over the training data (fine-tuning); an alternative to maxSteps."""
+
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    """Optimizer and its hyper-parameters."""
+
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    """Learning-rate schedule."""
+
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    """Batch size and gradient accumulation."""
+
+    precision: Precision = Precision.AUTO
+    """Compute precision. `auto`: bf16 autocast on GPUs that support it, fp32 on CPU."""
+
+    strategy: Strategy = Strategy.DDP
+    """Data parallelism across processes: `ddp` replicates the model, `fsdp` shards it (FSDP2)."""
+
+    gradient_clip_norm: float | None = Field(default=1.0, gt=0)
+    """Clip the global gradient norm to this value. Unset: no clipping."""
+
+    compile: bool = False
+    """Compile the model with torch.compile."""
+
+    seed: int = Field(default=1337, ge=0, le=2**31 - 1)
+    """Seed for initialisation, data order and dropout."""
+
+    eval_interval_steps: int = Field(default=100, ge=1)
+    """Steps between validation-loss measurements."""
+
+    eval_batches: int = Field(default=20, ge=1, le=100_000)
+    """Micro-batches used for each validation-loss measurement."""
+
+    log_interval_steps: int = Field(default=10, ge=1)
+    """Steps between metric reports (stdout JSON lines, Prometheus, the resource's status)."""
+
+    cel_rules = (
+        Rule(
+            "!(has(self.maxSteps) && has(self.epochs))",
+            "set either training.maxSteps or training.epochs, not both",
+            field_path=".epochs",
+        ),
+        Rule(
+            "!has(self.maxSteps) || self.schedule.warmupSteps < self.maxSteps",
+            "training.schedule.warmupSteps must be smaller than training.maxSteps",
+            field_path=".schedule.warmupSteps",
+        ),
+    )
+
+
+class CheckpointConfig(ApiModel):
+    """When checkpoints are written. A checkpoint holds model, optimizer, schedule, RNG and data position."""
+
+    interval_steps: int = Field(default=500, ge=1)
+    """Optimizer steps between checkpoints."""
+
+    keep_last: int = Field(default=2, ge=1, le=100)
+    """Checkpoints kept; older ones are deleted once a newer one is complete."""
+
+    on_preemption: bool = True
+    """Also write a checkpoint when the pod receives SIGTERM (preemption, node drain)."""
+
+
+class ComputeBudget(ApiModel):
+    """Size the run from a compute budget (Chinchilla-style): steps follow from FLOPs = 6 x params x tokens."""
+
+    flops: float = Field(gt=0, le=1e30)
+    """Training compute to spend, in floating-point operations (e.g. 1e18)."""
+
+    tokens_per_parameter: float = Field(default=20.0, gt=0, le=10000)
+    """Target training tokens per model parameter (about 20 is compute-optimal); reported, not enforced."""
