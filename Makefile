@@ -21,6 +21,7 @@ $(BIN)/kubectl $(BIN)/helm: hack/install-kube-tools.sh | $(INSTALLED)
 	PYTHON=$(BIN)/python hack/install-kube-tools.sh $(BIN)
 
 test: setup
+	$(BIN)/ruff check operator trainer tests
 	$(BIN)/pytest
 
 demo: setup
