@@ -70,9 +70,9 @@ class ApiModel(BaseModel):
         if not rules:
             return self
         # Same view the API server's CEL sees: wire names, defaults filled in, unset optionals absent.
-        value = self.to_wire()
+        failing = set(cel.failing_rules([rule.rule for rule in rules], self.to_wire()))
         for rule in rules:
-            if not cel.evaluate(rule.rule, value):
+            if rule.rule in failing:
                 where = f"{rule.field_path.lstrip('.')}: " if rule.field_path else ""
                 raise PydanticCustomError("cel_rule", "{where}{message}", {"where": where, "message": rule.message})
         return self

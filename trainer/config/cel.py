@@ -8,7 +8,8 @@ provided here; a rule that calls anything else fails loudly at compile time in t
 
 from __future__ import annotations
 
-from functools import cache
+import json
+from functools import cache, lru_cache
 from typing import Any
 
 import celpy
@@ -43,13 +44,31 @@ def check_compiles(rule: str) -> None:
     _program(rule)
 
 
-def evaluate(rule: str, self_value: Any, old_self: Any = None) -> bool:
-    """Evaluate `rule` with `self` (and `oldSelf` for transition rules) bound to JSON-like values."""
-    activation = {"self": celpy.json_to_cel(self_value)}
+def failing_rules(rules: list[str], self_value: Any, old_self: Any = None) -> list[str]:
+    """The rules that are false with `self` (and `oldSelf`) bound to JSON-like values."""
+    # cel-python interprets a parse tree (about 1 ms a rule); the operator re-reads the same specs on every
+    # event, so results are memoised by the rules and the exact values.
+    return list(_failing_rules_cached(tuple(rules), json.dumps(self_value, sort_keys=True),
+                                      json.dumps(old_self, sort_keys=True)))
+
+
+@lru_cache(maxsize=4096)
+def _failing_rules_cached(rules: tuple[str, ...], self_json: str, old_json: str) -> tuple[str, ...]:
+    activation = {"self": celpy.json_to_cel(json.loads(self_json))}  # converted once for all rules
+    old_self = json.loads(old_json)
     if old_self is not None:
         activation["oldSelf"] = celpy.json_to_cel(old_self)
-    result = _program(rule).evaluate(activation)
-    if not isinstance(result, celtypes.BoolType):
-        # cel-python returns an error value (not an exception) for e.g. a missing field without has().
-        raise CelRuleError(f"CEL rule {rule!r} evaluated to {result!r}, not a bool")
-    return bool(result)
+    failing = []
+    for rule in rules:
+        result = _program(rule).evaluate(activation)
+        if not isinstance(result, celtypes.BoolType):
+            # cel-python returns an error value (not an exception) for e.g. a missing field without has().
+            raise CelRuleError(f"CEL rule {rule!r} evaluated to {result!r}, not a bool")
+        if not result:
+            failing.append(rule)
+    return tuple(failing)
+
+
+def evaluate(rule: str, self_value: Any, old_self: Any = None) -> bool:
+    """Evaluate one rule; see failing_rules."""
+    return not failing_rules([rule], self_value, old_self)
