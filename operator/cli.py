@@ -44,6 +44,12 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _operator_run(_: argparse.Namespace) -> int:
+    from .runtime.main import run
+
+    return run()
+
+
 def _not_built(what: str) -> int:
     message = f"{what} is not built yet: it arrives with a later issue (see README, 'Status')."
     print(f"llmops: {NotBuiltYet(message)}", file=sys.stderr)
@@ -72,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     operator = commands.add_parser("operator", help="the Kubernetes operator")
     operator_commands = operator.add_subparsers(dest="operator_command", required=True, metavar="COMMAND")
-    operator_commands.add_parser("run", help="reconcile llmops.dev resources in a cluster").set_defaults(
-        func=lambda _: _not_built("the operator runtime (`llmops operator run`)"))
+    operator_commands.add_parser(
+        "run", help="reconcile llmops.dev resources in a cluster (settings from LLMOPS_* variables)"
+    ).set_defaults(func=_operator_run)
 
     serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
     serve.add_argument("model", help="Hugging Face-format model directory")

@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+
 from llmops.trainer.config import cel
 
 from .crds import openapi_schema

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from llmops.operator.api.admission import AdmissionError, admit, parse
 
+from llmops.operator.api.admission import AdmissionError, admit, parse
 from tests.bad_manifests import BAD_CASES, BadCase
 from tests.conftest import example, patched
 

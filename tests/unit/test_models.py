@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
+
 from llmops.operator.api.v1alpha1 import KINDS, Deployment, FineTune, PretrainJob
 from llmops.trainer.config.data import PipelineConfig, Source
 from llmops.trainer.config.model import ModelConfig
-from pydantic import ValidationError
-
 from tests.bad_manifests import BAD_CASES, BadCase
 from tests.conftest import example
 

@@ -7,10 +7,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
+
 from llmops.trainer.config import cel
 from llmops.trainer.config.base import ApiModel, Rule, StatusModel
 from llmops.trainer.config.types import Uri
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
 GROUP = "llmops.dev"
 VERSION = "v1alpha1"

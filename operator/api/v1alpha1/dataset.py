@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from llmops.trainer.config.base import ApiModel, StatusModel
 from llmops.trainer.config.data import PipelineConfig
-from pydantic import Field
 
 from .common import (
     AGE_COLUMN,

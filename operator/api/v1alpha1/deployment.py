@@ -6,10 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+from pydantic import Field
+
 from llmops.trainer.config.base import ApiModel, Rule, StatusModel
 from llmops.trainer.config.serve import ServerConfig
 from llmops.trainer.config.types import Fraction
-from pydantic import Field
 
 from .common import (
     AGE_COLUMN,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
+from pydantic import Field
+
 from llmops.trainer.config.base import Rule, StatusModel
 from llmops.trainer.config.evaluate import EvalRunConfig, Metric, TaskSettings, Threshold
 from llmops.trainer.config.types import Uri
-from pydantic import Field
 
 from .common import (
     AGE_COLUMN,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from llmops.trainer.config.base import ApiModel, Rule
 from llmops.trainer.config.finetune import (
     ClassificationConfig,
@@ -15,7 +17,6 @@ from llmops.trainer.config.finetune import (
 )
 from llmops.trainer.config.training import CheckpointConfig, TrainingConfig
 from llmops.trainer.config.types import Uri
-from pydantic import Field
 
 from .common import CrdNames, ImageSpec, ModelRef, NodePool, ObjectName, Output, Resource
 from .pretrainjob import IMMUTABLE_AFTER_CREATION, TRAINING_COLUMNS, TrainingStatus

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from llmops.trainer.config.base import ApiModel, Rule, StatusModel
 from llmops.trainer.config.model import ModelConfig
 from llmops.trainer.config.training import CheckpointConfig, ComputeBudget, TrainingConfig
 from llmops.trainer.config.types import Uri
-from pydantic import Field
 
 from .common import (
     AGE_COLUMN,

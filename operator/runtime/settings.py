@@ -1,0 +1,62 @@
+"""Operator settings, read once from the environment the Helm chart sets (LLMOPS_*)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator process is configured with. Defaults suit a developer's laptop."""
+
+    model_config = ConfigDict(frozen=True)
+
+    log_level: LogLevel = LogLevel.INFO
+    watch_namespaces: tuple[str, ...] = ()
+    """Namespaces to serve; empty serves all (cluster-wide)."""
+
+    trainer_image: str = "ghcr.io/llmops-dev/trainer:0.1.0"
+    trainer_cuda_image: str = "ghcr.io/llmops-dev/trainer:0.1.0-cuda"
+    server_image: str = "ghcr.io/llmops-dev/server:0.1.0"
+    artifact_root: str = "pvc://llmops-artifacts"
+
+    health_port: int = Field(default=8080, ge=0, le=65535)
+    """Kopf's liveness endpoint (/healthz); 0 disables it."""
+
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    """Prometheus endpoint (/metrics); 0 disables it."""
+
+    leader_election: bool = True
+    lease_name: str = "llmops-operator"
+    lease_namespace: str = "default"
+    lease_duration_seconds: int = Field(default=15, ge=5, le=300)
+    pod_name: str = Field(default_factory=socket.gethostname)
+    """Identity written into the Lease."""
+
+    @field_validator("watch_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ns.strip() for ns in value.split(",") if ns.strip())
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.watch_namespaces
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> OperatorSettings:
+        """Read LLMOPS_<FIELD> variables (e.g. LLMOPS_WATCH_NAMESPACES=a,b); unknown ones are ignored."""
+        values = {name: environ[f"LLMOPS_{name.upper()}"] for name in cls.model_fields
+                  if f"LLMOPS_{name.upper()}" in environ}
+        return cls.model_validate(values)
