@@ -40,8 +40,9 @@ class UnsupportedSchema(ValueError):
 class _WithFactoryDefaults(GenerateJsonSchema):
     """Also publish defaults made by `default_factory`, so the API server fills them in like pydantic does.
 
-    A nested model's default is written as the fields that differ from that model's own defaults (often
-    `{}`): the API server then applies the nested defaults itself, as it does for every structural default.
+    A nested model's default is written out whole. (A bare `{}` would be filled in by nested defaults at
+    admission too, but the API server checks each default against the CEL rules as written, so `{}` fails
+    any rule that reads a field.)
     """
 
     def get_default_value(self, schema: Any) -> Any:
@@ -50,7 +51,7 @@ class _WithFactoryDefaults(GenerateJsonSchema):
             return super().get_default_value(schema)
         value = factory()
         if isinstance(value, BaseModel):
-            return value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            return value.model_dump(mode="json", by_alias=True, exclude_none=True)
         return value if value is not None else NoDefault
 
 

@@ -39,9 +39,7 @@ def test_defaults_nested_in_a_defaulted_object_are_filled_too() -> None:
 def test_bad_manifest_is_rejected_naming_the_field(case: BadCase) -> None:
     with pytest.raises(AdmissionError) as caught:
         admit(case.manifest())
-    paths = [v.path for v in caught.value.violations]
-    assert any(p.startswith(case.want_path) for p in paths), f"{case.want_path} not in {paths}"
-    assert case.want_field in str(caught.value)
+    assert case.want_path in str(caught.value)
 
 
 def test_wrong_api_version_is_rejected() -> None:

@@ -314,7 +314,6 @@ NAME_RULE = Rule(
     f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
     f"metadata.name must be at most {MAX_NAME_LENGTH} characters so that the names of its Jobs, Services "
     "and pods fit Kubernetes' 63-character limit",
-    field_path=".metadata.name",
 )
 
 
