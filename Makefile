@@ -6,9 +6,14 @@ PYTHON ?= python3
 # Re-install when the dependency list changes.
 INSTALLED := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup test demo generate check-generated lint cluster-up cluster-down clean
+.PHONY: setup cluster-binaries test demo generate lint cluster-up cluster-down clean
 
 setup: $(INSTALLED) $(BIN)/kubectl $(BIN)/helm
+
+# Control-plane binaries for the integration tests, built from Go modules and cached in
+# ~/.cache/llmops/k8s (a warm run takes seconds; see tests/cluster/README.md).
+cluster-binaries:
+	tests/cluster/build.sh
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +25,7 @@ $(INSTALLED): pyproject.toml
 $(BIN)/kubectl $(BIN)/helm: hack/install-kube-tools.sh | $(INSTALLED)
 	PYTHON=$(BIN)/python hack/install-kube-tools.sh $(BIN)
 
-test: setup
+test: setup cluster-binaries
 	$(BIN)/ruff check operator trainer tests
 	$(BIN)/pytest
 
@@ -35,6 +40,13 @@ generate: setup
 
 lint: setup
 	$(BIN)/ruff check operator trainer tests
+
+# A cluster for humans: the same one the tests start, kept running; prints its kubeconfig.
+cluster-up: setup cluster-binaries
+	$(BIN)/python tests/cluster/cluster.py up
+
+cluster-down:
+	$(BIN)/python tests/cluster/cluster.py down
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -156,5 +156,6 @@ class LeaderElector:
                 now = datetime.now(UTC)
                 self.api.replace_namespaced_lease(self.name, self.namespace, self._body(
                     now, record.transitions, lease.spec.acquire_time, None, lease.metadata.resource_version))
+                log.info("released lease %s/%s", self.namespace, self.name)
         except ApiException:
             log.warning("could not release lease %s/%s", self.namespace, self.name, exc_info=True)

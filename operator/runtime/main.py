@@ -45,7 +45,10 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
 
 def build_registry() -> kopf.OperatorRegistry:
     """The handlers this operator serves, in their own registry (importing never registers globally)."""
-    return kopf.OperatorRegistry()
+    registry = kopf.OperatorRegistry()
+    # Credentials as the kubernetes client finds them: in-cluster token, else KUBECONFIG.
+    kopf.on.login(registry=registry)(kopf.login_via_client)
+    return registry
 
 
 async def _health_server(port: int, leading: asyncio.Event, standby_ok: asyncio.Event) -> web.AppRunner:
@@ -107,6 +110,7 @@ async def serve(settings: OperatorSettings, metrics: OperatorMetrics) -> int:
             namespaces=settings.watch_namespaces,
             stop_flag=stop,
         )
+        log.info("Kopf has stopped")
         return EXIT_LOST_LEADERSHIP if elector is not None and elector.lost.is_set() else 0
     finally:
         metrics.leader.set(0)
