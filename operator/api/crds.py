@@ -7,12 +7,10 @@
 from __future__ import annotations
 
 import inspect
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
 
 from .schema import Schema, structural_schema
 from .v1alpha1 import GROUP, KINDS, VERSION, Resource
@@ -25,21 +23,13 @@ def kind_of(resource: type[Resource]) -> str:
     return resource.model_fields["kind"].default
 
 
-def _field_model(resource: type[Resource], field: str) -> type[BaseModel]:
-    """The model class of `spec` or `status`, unwrapping `X | None`."""
-    annotation = resource.model_fields[field].annotation
-    candidates = [a for a in typing.get_args(annotation) or (annotation,) if a is not type(None)]
-    (model,) = candidates
-    return model
-
-
 def spec_schema(resource: type[Resource]) -> Schema:
-    return structural_schema(_field_model(resource, "spec"))
+    return structural_schema(resource.field_model("spec"))
 
 
 def openapi_schema(resource: type[Resource]) -> Schema:
     """The whole object's schema: apiVersion, kind, metadata, spec, status, and the root rules."""
-    status = structural_schema(_field_model(resource, "status"))
+    status = structural_schema(resource.field_model("status"))
     return {
         "description": inspect.cleandoc(resource.__doc__ or ""),
         "type": "object",

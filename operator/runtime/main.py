@@ -16,6 +16,8 @@ from aiohttp import web
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from .handlers import Controller, register
+from .kube import KubeWriter
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
 from .settings import OperatorSettings
@@ -43,11 +45,12 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return out
 
 
-def build_registry() -> kopf.OperatorRegistry:
+def build_registry(controller: Controller) -> kopf.OperatorRegistry:
     """The handlers this operator serves, in their own registry (importing never registers globally)."""
     registry = kopf.OperatorRegistry()
     # Credentials as the kubernetes client finds them: in-cluster token, else KUBECONFIG.
     kopf.on.login(registry=registry)(kopf.login_via_client)
+    register(registry, controller)
     return registry
 
 
@@ -87,8 +90,8 @@ async def serve(settings: OperatorSettings, metrics: OperatorMetrics) -> int:
     runner = await _health_server(settings.health_port, leading, standby_ok) if settings.health_port else None
     elector = None
     try:
+        _load_kube_config()
         if settings.leader_election:
-            _load_kube_config()
             elector = LeaderElector(client.CoordinationV1Api(), settings.lease_name, settings.lease_namespace,
                                     settings.pod_name, settings.lease_duration_seconds)
             election = asyncio.create_task(elector.run(stop))
@@ -102,8 +105,9 @@ async def serve(settings: OperatorSettings, metrics: OperatorMetrics) -> int:
         leading.set()
         metrics.leader.set(1)
         log.info("starting Kopf (%s)", "all namespaces" if settings.clusterwide else settings.watch_namespaces)
+        controller = Controller(settings, KubeWriter(client.ApiClient()), metrics)
         await kopf.operator(
-            registry=build_registry(),
+            registry=build_registry(controller),
             settings=kopf_settings(settings),
             standalone=True,
             clusterwide=settings.clusterwide,

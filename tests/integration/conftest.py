@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -74,3 +80,106 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+# --- The operator as a process, with the Helm chart's ServiceAccount ---------------------------------
+
+RELEASE_NAMESPACE = "llmops-system"
+ARTIFACT_ROOT = "s3://llmops-test"
+SERVICE_ACCOUNT = "llmops-llmops-operator"  # helm release "llmops" of chart "llmops-operator"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 45) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+class Replica:
+    """One `llmops operator run` process, as the chart would run it, authenticated as the chart's SA."""
+
+    def __init__(self, name: str, kubeconfig: Path, log_dir: Path, lease: str):
+        self.name, self.health, self.metrics = name, free_port(), free_port()
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig), "LLMOPS_POD_NAME": name, "LLMOPS_LEASE_NAME": lease,
+               "LLMOPS_LEASE_NAMESPACE": RELEASE_NAMESPACE, "LLMOPS_LEASE_DURATION_SECONDS": "6",
+               # An object-store root: a pvc:// root would leave pods Pending without a bound volume.
+               "LLMOPS_ARTIFACT_ROOT": ARTIFACT_ROOT,
+               "LLMOPS_HEALTH_PORT": str(self.health), "LLMOPS_METRICS_PORT": str(self.metrics)}
+        self.log = log_dir / f"{name}.log"
+        self.process = subprocess.Popen([str(BIN / "llmops"), "operator", "run"], env=env,
+                                        stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+
+    def ready(self) -> str:
+        return http_get(self.health, "/readyz")[1]
+
+    def metric(self, name: str) -> float:
+        for line in http_get(self.metrics, "/metrics")[1].splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"{name} not exported")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+@pytest.fixture(scope="session")
+def chart_service_account(cluster: TestCluster, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the chart into the cluster and return a kubeconfig for its ServiceAccount."""
+    helm = subprocess.run(
+        [str(BIN / "helm"), "install", "llmops", str(ROOT / "charts" / "llmops-operator"), "--kubeconfig",
+         str(cluster.kubeconfig), "--namespace", RELEASE_NAMESPACE, "--create-namespace", "--skip-crds",
+         "--set", "replicaCount=0", "--wait", "--timeout", "60s"],
+        capture_output=True, text=True, timeout=120)
+    assert helm.returncode == 0, helm.stderr
+    return cluster.service_account_kubeconfig(RELEASE_NAMESPACE, SERVICE_ACCOUNT, create=False,
+                                              path=tmp_path_factory.mktemp("sa") / "kubeconfig")
+
+
+class Operators:
+    """Operator processes of one test; they share a Lease of their own, so tests never wait on each other."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path):
+        self.kubeconfig, self.log_dir = kubeconfig, log_dir
+        self.lease = f"llmops-{uuid.uuid4().hex[:8]}"
+        self.started: list[Replica] = []
+
+    def start(self, name: str) -> Replica:
+        replica = Replica(name, self.kubeconfig, self.log_dir, self.lease)
+        self.started.append(replica)
+        return replica
+
+    def lease_holder(self, kubectl: Kubectl) -> str | None:
+        result = kubectl("get", "lease", self.lease, "-n", RELEASE_NAMESPACE, "-o", "json", check=False)
+        return json.loads(result.stdout)["spec"].get("holderIdentity") if result.returncode == 0 else None
+
+
+@pytest.fixture
+def operators(chart_service_account: Path, tmp_path: Path) -> Iterator[Operators]:
+    processes = Operators(chart_service_account, tmp_path)
+    yield processes
+    for replica in processes.started:
+        replica.stop(signal.SIGKILL)
+    for replica in processes.started:  # shown by pytest when the test failed
+        sys.stderr.write(f"--- {replica.name} ---\n{replica.log.read_text()[-3000:]}\n")

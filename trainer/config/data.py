@@ -324,3 +324,13 @@ class PipelineConfig(ApiModel):
             field_path=".tokenDtype",
         ),
     )
+
+
+class DataJobConfig(PipelineConfig):
+    """What the data workload reads from its config file: the pipeline plus resolved locations."""
+
+    output_uri: Uri
+    """Where to write shards, documents, tokenizer, manifest and report (a path or fsspec URI)."""
+
+    workers: int = Field(default=1, ge=1, le=1024)
+    """Ray workers; 1 runs Ray in local mode inside the pod."""

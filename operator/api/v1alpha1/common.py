@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -331,6 +332,13 @@ class Resource(BaseModel):
 
     names: ClassVar[CrdNames]
     root_rules: ClassVar[tuple[Rule, ...]] = (NAME_RULE,)
+
+    @classmethod
+    def field_model(cls, field: str) -> type[BaseModel]:
+        """The model class of `spec` or `status` (unwrapping `X | None`)."""
+        annotation = cls.model_fields[field].annotation
+        (model,) = [a for a in typing.get_args(annotation) or (annotation,) if a is not type(None)]
+        return model
 
     @model_validator(mode="after")
     def _check_root_rules(self) -> Resource:

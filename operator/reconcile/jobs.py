@@ -1,0 +1,147 @@
+"""A workload's Kubernetes Job: built from a launch plan (torchx AppDef), and read back into a state.
+
+The launch plan is the backend-neutral description (ARCHITECTURE §8): local mode runs the same AppDef
+on this machine; here the Kubernetes backend turns it into a Job. Multi-node plans (Indexed Job plus a
+headless Service for torchrun's rendezvous) arrive with the PretrainJob reconciler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from torchx import specs
+
+from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement
+from llmops.trainer.config import exit_codes
+
+from .storage import pvc_volumes
+
+CONFIG_DIR = "/etc/llmops"
+CONFIG_FILE = "config.json"
+CONTAINER = "main"
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    """What a Job needs beyond the launch plan: placement, resources, retry policy, config volume."""
+
+    config_map: str
+    resources: ComputeResources
+    placement: Placement
+    image: ImageSpec
+    backoff_limit: int
+    active_deadline_seconds: int | None = None
+    queue_name: str | None = None
+    credentials_secret: str | None = None
+    """Secret whose keys become environment variables (object-store credentials)."""
+    pvc_uris: tuple[str, ...] = ()
+    """pvc:// URIs the workload reads or writes; their claims are mounted (see storage.py)."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """Retry preemptions and node disruptions for free; fail at once on errors a retry cannot fix."""
+    return {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                              "values": list(exit_codes.DO_NOT_RETRY)}},
+        {"action": "Ignore", "onExitCodes": {"containerName": CONTAINER, "operator": "In",
+                                             "values": list(exit_codes.RETRY_FREE)}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+    ]}
+
+
+def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: KubernetesOptions) -> dict[str, Any]:
+    """The Job that runs a single-role, single-replica launch plan."""
+    (role,) = plan.roles
+    if role.num_replicas != 1:
+        raise NotImplementedError("multi-node launch plans arrive with the PretrainJob reconciler")
+    pvc_volumes_, pvc_mounts = pvc_volumes(list(options.pvc_uris))
+    resources: dict[str, Any] = {"requests": dict(options.resources.requests), "limits": dict(options.resources.limits)}
+    if role.resource.gpu:
+        for kind in ("requests", "limits"):
+            resources[kind][options.placement.gpu_resource_name] = role.resource.gpu
+    container = {
+        "name": CONTAINER,
+        "image": role.image,
+        "imagePullPolicy": options.image.pull_policy.value,
+        "command": [role.entrypoint],
+        "args": list(role.args),
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *pvc_mounts],
+        # The trainer writes its failure cause here; the operator surfaces it in a condition.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    # Empty fields are left out: the API server drops them, and applied objects are compared with stored ones.
+    if role.env:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(role.env.items())]
+    if any(resources.values()):
+        container["resources"] = {k: v for k, v in resources.items() if v}
+    if options.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": options.credentials_secret}}]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "config", "configMap": {"name": options.config_map}}, *pvc_volumes_],
+    }
+    placement = options.placement
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in placement.tolerations]
+    if placement.priority_class_name:
+        pod_spec["priorityClassName"] = placement.priority_class_name
+    if options.image.pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": name} for name in options.image.pull_secrets]
+    spec: dict[str, Any] = {
+        "backoffLimit": options.backoff_limit,
+        "completions": 1,
+        "parallelism": 1,
+        "podFailurePolicy": pod_failure_policy(),
+        "template": {"metadata": {"labels": dict(options.labels)}, "spec": pod_spec},
+    }
+    if options.active_deadline_seconds:
+        spec["activeDeadlineSeconds"] = options.active_deadline_seconds
+    if options.queue_name:
+        # Kueue admits the Job as a whole and unsuspends it.
+        metadata = {**metadata, "labels": {**metadata["labels"], "kueue.x-k8s.io/queue-name": options.queue_name}}
+        spec["suspend"] = True
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a Job's status means for the resource that owns it."""
+
+    phase: Phase
+    reason: str
+    message: str
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    failed_pods: int = 0
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def job_state(job: dict[str, Any] | None, name: str) -> JobState:
+    """Pure reading of a Job (None: not created yet)."""
+    if job is None:
+        return JobState(Phase.PENDING, "Creating", f"creating Job {name}")
+    status = job.get("status", {})
+    conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
+    start, end, failed = _time(status.get("startTime")), _time(status.get("completionTime")), status.get("failed", 0)
+    if "Complete" in conditions:
+        return JobState(Phase.SUCCEEDED, "Completed", f"Job {name} completed", start, end, failed)
+    if "Failed" in conditions:
+        condition = conditions["Failed"]
+        return JobState(Phase.FAILED, condition.get("reason") or "JobFailed",
+                        condition.get("message") or f"Job {name} failed", start,
+                        _time(condition.get("lastTransitionTime")), failed)
+    if "Suspended" in conditions or job.get("spec", {}).get("suspend"):
+        return JobState(Phase.PENDING, "Queued", f"Job {name} waits for admission by its queue", start, None, failed)
+    # `active` counts pending pods too; only a ready pod is really running.
+    if status.get("ready", 0) > 0:
+        return JobState(Phase.RUNNING, "Running", f"Job {name} is running", start, None, failed)
+    return JobState(Phase.PENDING, "PodsPending", f"Job {name} is waiting for its pod to start", start, None, failed)

@@ -1,0 +1,52 @@
+"""What every Job-backed kind shares: the decision type, and status from the Job's state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from llmops.operator.api.v1alpha1.common import Phase, WorkloadStatus
+
+from .conditions import set_condition
+from .jobs import JobState
+
+StatusT = TypeVar("StatusT", bound=WorkloadStatus)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one reconcile wants: the children to exist (applied as given), the status, the Events."""
+
+    children: list[dict[str, Any]]
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+
+
+def workload_status(previous: StatusT, state: JobState, *, generation: int | None, job_name: str,
+                    artifact_uri: str, now: datetime) -> tuple[StatusT, list[Event]]:
+    """Next status of a Job-backed resource, and an Event when the phase changed."""
+    status = previous.model_copy(deep=True)
+    old_phase = status.phase
+    done = state.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    status.phase = state.phase
+    status.observed_generation = generation
+    status.job_name = job_name
+    status.start_time = state.start_time or status.start_time
+    status.completion_time = state.completion_time if done else None
+    status.restarts = state.failed_pods
+    status.artifact_uri = artifact_uri if state.phase is Phase.SUCCEEDED else None
+    for type_, value in (("Succeeded", state.phase is Phase.SUCCEEDED), ("Failed", state.phase is Phase.FAILED),
+                         ("Progressing", not done), ("Ready", state.phase is Phase.SUCCEEDED)):
+        set_condition(status.conditions, type_, value, state.reason, state.message, now, generation)
+    events = []
+    if old_phase != state.phase:
+        events.append(Event("Warning" if state.phase is Phase.FAILED else "Normal", state.reason, state.message))
+    return status, events

@@ -1,0 +1,62 @@
+"""The operator's writes: server-side apply of children, deletes, status patches. One field manager."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client
+
+from llmops.operator.api.v1alpha1 import GROUP, VERSION
+from llmops.operator.reconcile.objects import FIELD_MANAGER
+
+# Plural of each child kind we write, for the REST path (no discovery round trips needed).
+PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments"}
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{path}/{name}" if name else path
+
+
+class KubeWriter:
+    """Thin, blocking I/O; callers run it in a thread. Counts its writes (bench/operator_scale uses it)."""
+
+    def __init__(self, api: client.ApiClient):
+        self.api = api
+        self.writes = 0
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+              query: list[tuple[str, str]] | None = None) -> Any:
+        self.writes += 1
+        method, url, headers, body, post = self.api.param_serialize(
+            method=method, resource_path=path, query_params=query or [], body=body,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
+        response.read()
+        if not 200 <= response.status < 300:
+            raise client.ApiException(http_resp=response)
+        return json.loads(response.data) if response.data else None
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply: create or converge the object to exactly the fields we own."""
+        meta = obj["metadata"]
+        self._call("PATCH", _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+                   body=json.dumps(obj), content_type="application/apply-patch+yaml",
+                   query=[("fieldManager", FIELD_MANAGER), ("force", "true")])
+
+    def delete(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        try:
+            self._call("DELETE", _path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"]),
+                       body={"propagationPolicy": "Background"})
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+
+    def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the status subresource (status is ours alone, so no apply semantics are needed)."""
+        self._call("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
+                   body={"status": patch}, content_type="application/merge-patch+json")

@@ -1,0 +1,126 @@
+"""A Dataset applied to a real API server becomes a Job, and the Job's fate becomes the Dataset's status.
+
+The operator runs as a process with the Helm chart's ServiceAccount; kwok plays the nodes, and tests end
+pods with chosen exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import yaml
+
+from llmops.trainer.config import exit_codes
+from tests.cluster.cluster import TestCluster
+from tests.conftest import example, patched
+from tests.integration.conftest import ARTIFACT_ROOT, Kubectl, Operators, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
+
+
+def apply(kubectl: Kubectl, namespace: str, *manifests: dict) -> None:
+    kubectl("apply", "--server-side", "--field-manager=llmops-tests", "-n", namespace, "-f", "-",
+            input=yaml.safe_dump_all(list(manifests)))
+
+
+def get(kubectl: Kubectl, namespace: str, what: str) -> dict:
+    return json.loads(kubectl("get", what, "-n", namespace, "-o", "json").stdout)
+
+
+def dataset(name: str) -> dict:
+    return patched(example("Dataset"), {"metadata": {"name": name}})
+
+
+def exists(kubectl: Kubectl, namespace: str, what: str) -> bool:
+    return kubectl("get", what, "-n", namespace, check=False).returncode == 0
+
+
+def phase(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    return get(kubectl, namespace, f"dataset.llmops.dev/{name}").get("status", {}).get("phase")
+
+
+def running_pod(cluster: TestCluster, namespace: str, job: str) -> str:
+    names: list[str] = []
+
+    def found() -> bool:
+        pods = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name={job}")
+        names[:] = [p["metadata"]["name"] for p in pods["items"] if p["status"].get("phase") == "Running"]
+        return bool(names)
+
+    wait_until(f"a running pod of {job}", found)
+    return names[0]
+
+
+def test_dataset_runs_as_a_job_and_succeeds(cluster: TestCluster, kubectl: Kubectl, namespace: str,
+                                            operators: Operators) -> None:
+    operators.start("op")
+    apply(kubectl, namespace, dataset("corpus"))
+    wait_until("Dataset Running", lambda: phase(kubectl, namespace, "corpus") == "Running")
+
+    job = get(kubectl, namespace, "job/corpus-data-1")
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("Dataset", "corpus", True)
+    assert job["metadata"]["labels"]["llmops.dev/kind"] == "Dataset"
+    config = json.loads(get(kubectl, namespace, "configmap/corpus-data-1")["data"]["config.json"])
+    assert config["sources"][0]["uri"] == "builtin://shakespeare"
+    assert config["outputUri"] == f"{ARTIFACT_ROOT}/{namespace}/datasets/corpus"
+    table = kubectl("get", "llmds", "-n", namespace).stdout
+    assert "Running" in table
+
+    cluster.finish_pod(namespace, running_pod(cluster, namespace, "corpus-data-1"), exit_code=0)
+    kubectl("wait", "--for=condition=Succeeded", "dataset.llmops.dev/corpus", "-n", namespace, "--timeout=45s")
+    status = get(kubectl, namespace, "dataset.llmops.dev/corpus")["status"]
+    assert status["phase"] == "Succeeded" and status["observedGeneration"] == 1
+    assert status["artifactUri"] == f"{ARTIFACT_ROOT}/{namespace}/datasets/corpus"
+    reasons = {e["reason"] for e in get(kubectl, namespace, "events")["items"]
+               if e["involvedObject"]["kind"] == "Dataset"}
+    assert {"Running", "Completed"} <= reasons
+
+
+def test_a_config_error_fails_at_once_with_the_reason(cluster: TestCluster, kubectl: Kubectl, namespace: str,
+                                                      operators: Operators) -> None:
+    operators.start("op")
+    apply(kubectl, namespace, dataset("broken"))
+    pod = running_pod(cluster, namespace, "broken-data-1")
+    cluster.finish_pod(namespace, pod, exit_code=exit_codes.CONFIG_ERROR)
+    kubectl("wait", "--for=condition=Failed", "dataset.llmops.dev/broken", "-n", namespace, "--timeout=45s")
+    status = get(kubectl, namespace, "dataset.llmops.dev/broken")["status"]
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "PodFailurePolicy"
+    assert status["restarts"] == 1  # no retry was made
+
+
+def test_a_new_generation_replaces_the_run_and_deletion_cascades(kubectl: Kubectl, namespace: str,
+                                                                 operators: Operators) -> None:
+    operators.start("op")
+    apply(kubectl, namespace, dataset("evolving"))
+    wait_until("first run", lambda: exists(kubectl, namespace, "job/evolving-data-1"))
+    apply(kubectl, namespace, patched(dataset("evolving"), {"spec": {"tokenizer": {"train": {"vocabSize": 4096}}}}))
+    wait_until("second run", lambda: exists(kubectl, namespace, "job/evolving-data-2"))
+    wait_until("stale run deleted", lambda: not exists(kubectl, namespace, "job/evolving-data-1"))
+
+    kubectl("delete", "dataset.llmops.dev/evolving", "-n", namespace)
+    wait_until("children garbage-collected", lambda: not get(kubectl, namespace, "jobs")["items"]
+               and not [c for c in get(kubectl, namespace, "configmaps")["items"]
+                        if c["metadata"]["name"].startswith("evolving")])
+
+
+def test_an_operator_killed_mid_reconcile_converges_without_duplicates(
+        kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    names = [f"ds-{i}" for i in range(6)]
+    first = operators.start("op-1")
+    wait_until("leader", lambda: first.ready() == "leader")
+    apply(kubectl, namespace, *(dataset(n) for n in names))
+    time.sleep(0.5)  # some reconciles done, some in flight
+    first.stop(signal.SIGKILL)
+
+    operators.start("op-2")  # takes over once the killed leader's lease expires
+    wait_until("all Datasets Running",
+               lambda: all(phase(kubectl, namespace, n) == "Running" for n in names), timeout=60)
+    jobs = sorted(j["metadata"]["name"] for j in get(kubectl, namespace, "jobs")["items"])
+    maps = sorted(c["metadata"]["name"] for c in get(kubectl, namespace, "configmaps")["items"]
+                  if c["metadata"]["name"].startswith("ds-"))
+    assert jobs == maps == [f"{n}-data-1" for n in names]

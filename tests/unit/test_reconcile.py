@@ -1,0 +1,151 @@
+"""Pure reconcile logic: conditions, Job state, the Dataset's children and status, diffs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from llmops.operator.api.admission import parse
+from llmops.operator.api.v1alpha1 import Dataset
+from llmops.operator.api.v1alpha1.common import Condition, ConditionStatus, Phase
+from llmops.operator.api.v1alpha1.dataset import DatasetStatus
+from llmops.operator.reconcile import dataset
+from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_condition, set_condition
+from llmops.operator.reconcile.diff import is_subset, merge_patch
+from llmops.operator.reconcile.jobs import job_state
+from llmops.operator.reconcile.storage import local_path, pvc_volumes
+from llmops.operator.runtime.settings import OperatorSettings
+from llmops.trainer.config import exit_codes
+from tests.conftest import example, patched
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+SETTINGS = OperatorSettings(artifact_root="pvc://artifacts", trainer_image="trainer:1")
+
+
+def make_dataset(generation: int = 1, **spec: Any) -> Dataset:
+    manifest = patched(example("Dataset"), {"metadata": {"namespace": "team", "uid": "uid-1",
+                                                         "generation": generation}, "spec": spec})
+    return parse(manifest)
+
+
+def make_job(**status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "shakespeare-data-1"}, "spec": {}, "status": status}
+
+
+class TestSetCondition:
+    def test_adds_then_keeps_transition_time_while_status_holds(self) -> None:
+        conditions: list[Condition] = []
+        assert set_condition(conditions, "Ready", False, "Creating", "m", NOW, 1)
+        later = NOW + timedelta(minutes=5)
+        assert set_condition(conditions, "Ready", False, "PodsPending", "waiting", later, 1)
+        assert conditions[0].last_transition_time == NOW and conditions[0].reason == "PodsPending"
+
+    def test_flip_moves_transition_time(self) -> None:
+        conditions: list[Condition] = []
+        set_condition(conditions, "Ready", False, "Creating", "m", NOW, 1)
+        set_condition(conditions, "Ready", True, "Completed", "done", NOW + timedelta(1), 2)
+        (ready,) = conditions
+        assert ready.status is ConditionStatus.TRUE and ready.last_transition_time == NOW + timedelta(1)
+        assert ready.observed_generation == 2
+
+    def test_same_values_report_no_change(self) -> None:
+        conditions: list[Condition] = []
+        set_condition(conditions, "Ready", True, "Completed", "done", NOW, 1)
+        assert not set_condition(conditions, "Ready", True, "Completed", "done", NOW + timedelta(1), 1)
+
+    def test_long_messages_are_cut(self) -> None:
+        conditions: list[Condition] = []
+        set_condition(conditions, "Failed", True, "Error", "x" * 10_000, NOW, 1)
+        assert len(get_condition(conditions, "Failed").message) == MAX_MESSAGE_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("job", "want_phase", "want_reason"),
+    [
+        (None, Phase.PENDING, "Creating"),
+        (make_job(active=1), Phase.PENDING, "PodsPending"),  # active counts pending pods
+        (make_job(active=1, ready=1), Phase.RUNNING, "Running"),
+        (make_job(conditions=[{"type": "Complete", "status": "True"}]), Phase.SUCCEEDED, "Completed"),
+        (make_job(failed=3, conditions=[{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                         "message": "Job has reached the specified backoff limit"}]),
+         Phase.FAILED, "BackoffLimitExceeded"),
+        (make_job(conditions=[{"type": "Suspended", "status": "True"}]), Phase.PENDING, "Queued"),
+    ],
+    ids=["absent", "pending-pod", "running", "complete", "failed", "suspended"],
+)
+def test_job_state(job: dict[str, Any] | None, want_phase: Phase, want_reason: str) -> None:
+    state = job_state(job, "shakespeare-data-1")
+    assert (state.phase, state.reason) == (want_phase, want_reason)
+
+
+class TestDatasetReconcile:
+    def test_children_are_a_config_map_and_a_job_named_by_generation(self) -> None:
+        decision = dataset.reconcile(make_dataset(generation=3), {}, SETTINGS, NOW)
+        assert [(c["kind"], c["metadata"]["name"]) for c in decision.children] == [
+            ("ConfigMap", "shakespeare-data-3"), ("Job", "shakespeare-data-3")]
+        for child in decision.children:
+            assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+            assert child["metadata"]["labels"]["llmops.dev/name"] == "shakespeare"
+
+    def test_reconcile_is_deterministic(self) -> None:
+        one = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW)
+        two = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW)
+        assert one == two
+
+    def test_job_retries_preemption_for_free_and_fails_fast_on_config_errors(self) -> None:
+        job = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW).children[1]
+        rules = job["spec"]["podFailurePolicy"]["rules"]
+        assert rules[0]["action"] == "FailJob" and exit_codes.CONFIG_ERROR in rules[0]["onExitCodes"]["values"]
+        assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [exit_codes.PREEMPTED]
+        assert job["spec"]["backoffLimit"] == 2
+
+    def test_pvc_output_is_mounted_and_handed_over_as_a_path(self) -> None:
+        config_map, job = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW).children
+        assert '"outputUri": "/mnt/pvc/artifacts/team/datasets/shakespeare"' in config_map["data"]["config.json"]
+        pod = job["spec"]["template"]["spec"]
+        assert {"name": "pvc-artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}} in pod["volumes"]
+
+    def test_placement_image_and_credentials_reach_the_pod(self) -> None:
+        ds = make_dataset(image={"image": "my/trainer:2"}, output={"credentialsSecret": "s3-creds"},
+                          execution={"placement": {"nodeSelector": {"pool": "cpu"}}})
+        pod = dataset.reconcile(ds, {}, SETTINGS, NOW).children[1]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == "my/trainer:2" and pod["nodeSelector"] == {"pool": "cpu"}
+        assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+    def test_status_follows_the_job(self) -> None:
+        ds = make_dataset()
+        pending = dataset.reconcile(ds, {}, SETTINGS, NOW)
+        assert pending.status["phase"] == "Pending" and pending.events[0].reason == "Creating"
+        done_job = {"metadata": {"name": "shakespeare-data-1"},
+                    "status": {"conditions": [{"type": "Complete", "status": "True"}],
+                               "completionTime": "2026-11-24T12:05:00Z"}}
+        ds.status = DatasetStatus.model_validate(pending.status)
+        done = dataset.reconcile(ds, {"Job": [done_job]}, SETTINGS, NOW)
+        assert done.status["phase"] == "Succeeded"
+        assert done.status["artifactUri"] == "pvc://artifacts/team/datasets/shakespeare"
+        assert {c["type"]: c["status"] for c in done.status["conditions"]} == {
+            "Succeeded": "True", "Failed": "False", "Progressing": "False", "Ready": "True"}
+        assert [e.reason for e in done.events] == ["Completed"]
+
+    def test_more_than_one_worker_is_not_supported_yet(self) -> None:
+        with pytest.raises(NotImplementedError, match="spec.execution.workers"):
+            dataset.reconcile(make_dataset(execution={"workers": 4}), {}, SETTINGS, NOW)
+
+
+def test_storage_paths() -> None:
+    assert local_path("pvc://data/corpus/a.txt") == "/mnt/pvc/data/corpus/a.txt"
+    assert local_path("s3://bucket/x") == "s3://bucket/x"
+    volumes, mounts = pvc_volumes(["pvc://b/x", "s3://y", "pvc://a", "pvc://b/z"])
+    assert [v["name"] for v in volumes] == ["pvc-a", "pvc-b"] and len(mounts) == 2
+
+
+def test_subset_and_merge_patch() -> None:
+    assert is_subset({"a": {"b": 1}, "l": [{"x": 1}]}, {"a": {"b": 1, "c": 2}, "l": [{"x": 1, "y": 2}], "z": 0})
+    assert not is_subset({"l": [1, 2]}, {"l": [1]})
+    assert is_subset({"cpu": 2}, {"cpu": "2"})
+    assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}, "gone": 1}, {"a": 1, "b": {"c": 2, "d": 2}}) == {
+        "gone": None, "b": {"c": 2}}
+    assert merge_patch({"a": 1}, {"a": 1}) == {}

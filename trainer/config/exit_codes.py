@@ -1,0 +1,15 @@
+"""Exit codes of the workload processes: the contract between the trainer and the operator's retry policy.
+
+Values follow BSD sysexits where one fits. The operator's Job `podFailurePolicy` reads them: a preempted
+run is retried without counting against `backoffLimit`; a configuration or data error fails at once.
+"""
+
+from __future__ import annotations
+
+SUCCESS = 0
+NON_FINITE_LOSS = 65  # EX_DATAERR: the loss became NaN/inf; the last good checkpoint is kept
+PREEMPTED = 75  # EX_TEMPFAIL: stopped by SIGTERM after writing a checkpoint; retry
+CONFIG_ERROR = 78  # EX_CONFIG: the spec cannot work (bad source, unloadable model); do not retry
+
+DO_NOT_RETRY = (NON_FINITE_LOSS, CONFIG_ERROR)
+RETRY_FREE = (PREEMPTED,)
