@@ -51,16 +51,20 @@ def _add_cel_rules_to_schema(schema: dict[str, Any], model: type[BaseModel]) -> 
         schema["x-kubernetes-validations"] = [rule.to_kubernetes() for rule in rules]
 
 
-class ApiModel(BaseModel):
-    """Base of all spec-side models: camelCase aliases, strict field names, CEL rules."""
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, field docstrings as schema descriptions."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        use_attribute_docstrings=True,
-        json_schema_extra=_add_cel_rules_to_schema,
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_attribute_docstrings=True)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form a Kubernetes client would send: camelCase keys, no nulls."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ApiModel(WireModel):
+    """Base of all spec-side models: unknown fields rejected, CEL rules checked."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_add_cel_rules_to_schema)
 
     cel_rules: ClassVar[tuple[Rule, ...]] = ()
 
@@ -77,20 +81,8 @@ class ApiModel(BaseModel):
                 raise PydanticCustomError("cel_rule", "{where}{message}", {"where": where, "message": rule.message})
         return self
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON form a Kubernetes client would send: camelCase keys, no nulls."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
-
-class StatusModel(BaseModel):
+class StatusModel(WireModel):
     """Base of status models: written by the operator, so unknown fields from newer versions are ignored."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="ignore",
-        use_attribute_docstrings=True,
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+    model_config = ConfigDict(extra="ignore")
