@@ -18,7 +18,8 @@ cluster-binaries:
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,dev]'
+	$(BIN)/pip install --quiet -e '.[operator,data,dev]'
+	PYTHON=$(BIN)/python hack/fetch-corpora.sh
 	rm -f $(VENV)/.installed-*
 	touch $@
 

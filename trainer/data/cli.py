@@ -1,0 +1,59 @@
+"""`llmops-data --config FILE`: run a Dataset's pipeline (what the operator's Job runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from llmops.trainer.config import exit_codes
+from llmops.trainer.config.data import DataJobConfig
+
+from .engines import InlineEngine, RayEngine
+from .pipeline import run
+from .progress import Progress
+from .sources import SourceError
+
+TERMINATION_LOG = Path("/dev/termination-log")
+
+
+def fail(message: str) -> int:
+    """Report a cause the operator can show in a condition, and exit with "do not retry"."""
+    print(f"llmops-data: {message}", file=sys.stderr)
+    if TERMINATION_LOG.parent.is_dir() and TERMINATION_LOG.exists():
+        TERMINATION_LOG.write_text(message[:4000])
+    return exit_codes.CONFIG_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmops-data", description=__doc__)
+    parser.add_argument("--config", required=True, help="DataJobConfig as JSON or YAML (the Dataset's spec)")
+    parser.add_argument("--output", help="override outputUri")
+    parser.add_argument("--engine", choices=("ray", "inline"), default="ray",
+                        help="where per-document stages run (default: Ray Data)")
+    args = parser.parse_args(argv)
+    try:
+        import yaml
+
+        raw = yaml.safe_load(Path(args.config).read_text())
+        if args.output:
+            raw["outputUri"] = args.output
+        config = DataJobConfig.model_validate(raw)
+    except (OSError, ValidationError, yaml.YAMLError) as error:
+        return fail(f"invalid config {args.config}: {error}")
+    engine = RayEngine(num_cpus=None) if args.engine == "ray" else InlineEngine()
+    try:
+        manifest = run(config, engine, Progress())
+    except (SourceError, FileNotFoundError, ValueError) as error:
+        return fail(str(error))
+    counts = manifest["counts"]
+    print(f"llmops-data: kept {counts['kept']} of {counts['read']} documents, "
+          f"{manifest['tokens']['total']} tokens -> {config.output_uri}", file=sys.stderr)
+    return exit_codes.SUCCESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

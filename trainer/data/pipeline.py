@@ -1,0 +1,182 @@
+"""The whole Dataset run: read -> clean (engine) -> de-duplicate -> split -> tokenizer -> shards -> publish.
+
+Everything is written into a scratch directory first; the output appears complete or not at all
+(see `publish`). `manifest.json` is always the last file written, so a reader that finds it knows the
+rest is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from llmops.trainer.config.data import DataJobConfig, PipelineConfig
+
+from .dedup import NearDuplicateIndex
+from .engines import Engine
+from .output import publish, scratch_directory
+from .packing import encode, end_of_text_id, load_tokenizer, token_dtype, train_tokenizer, write_index, write_shards
+from .progress import Progress
+from .sources import SourceReport, read_source
+from .stages import is_validation
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    lines_removed: int = 0
+    pii: Counter[str] = field(default_factory=Counter)
+
+
+def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the pipeline and publish to config.output_uri; returns the manifest."""
+    progress = progress or Progress(enabled=False)
+    started = time.monotonic()
+
+    # Read. Sources are read in order, each document once; a source with nothing readable fails the run.
+    reports: dict[str, SourceReport] = {}
+    columns: dict[str, list[Any]] = {"id": [], "text": [], "source": []}
+    digests = {}
+    for source in config.sources:
+        report = reports[source.name] = SourceReport()
+        digest = hashlib.sha256()
+        for doc in read_source(source, report):
+            columns["id"].append(doc.id)
+            columns["text"].append(doc.text)
+            columns["source"].append(doc.source)
+            digest.update(doc.id.encode() + b"\0" + hashlib.sha1(doc.text.encode()).digest())
+        digests[source.name] = digest.hexdigest()
+        progress.report("read", len(columns["id"]), None, "documents")
+
+    # Clean (per document, on the engine), then de-duplicate in read order: the first copy wins.
+    counts = Counts(read=len(columns["id"]))
+    pipeline_json = PipelineConfig.model_validate(config.model_dump(include=set(PipelineConfig.model_fields)))\
+        .model_dump_json()
+    near = NearDuplicateIndex(config.dedup.near) if config.dedup.near.enabled else None
+    seen: set[str] = set()
+    kept: list[dict[str, Any]] = []
+    for done, row in enumerate(engine.clean(columns, pipeline_json), start=1):
+        counts.lines_removed += row["lines_removed"]
+        counts.pii.update(json.loads(row["pii"]))
+        reason = row["reason"] or _duplicate_reason(row, config, seen, near)
+        if reason:
+            counts.dropped[reason] += 1
+        else:
+            row["split"] = "validation" if is_validation(row["hash"], config.split.validation_fraction,
+                                                         config.split.seed) else "train"
+            kept.append(row)
+        if done % 1000 == 0 or done == counts.read:
+            progress.report("clean", done, counts.read, "documents")
+    counts.kept = len(kept)
+    if not kept:
+        raise ValueError(f"every one of the {counts.read} documents was dropped ({dict(counts.dropped)}); "
+                         "loosen spec.filters")
+
+    train = [row for row in kept if row["split"] == "train"]
+    validation = [row for row in kept if row["split"] == "validation"]
+
+    with scratch_directory(config.output_uri) as out:
+        # Tokenizer: trained on the training split only, so validation stays unseen.
+        if config.tokenizer.train:
+            tokenizer = train_tokenizer((row["text"] for row in train), config.tokenizer)
+        else:
+            tokenizer = load_tokenizer(config.tokenizer.uri or "")
+        tokenizer.save(str(out / "tokenizer.json"))
+        eos = end_of_text_id(tokenizer, config.tokenizer)
+        dtype = token_dtype(tokenizer.get_vocab_size(), config.token_dtype)
+        progress.report("tokenizer", 1, 1, "tokenizers")
+
+        weights = {source.name: source.weight for source in config.sources}
+        train_shards = write_shards(out / "shards", "train", encode(
+            tokenizer, _weighted(train, weights), eos), dtype, config.shard_size_tokens)
+        validation_shards = write_shards(out / "shards", "validation", encode(
+            tokenizer, (row["text"] for row in validation), eos), dtype, config.shard_size_tokens)
+        train_tokens = sum(int(s["tokens"]) for s in train_shards)  # type: ignore[call-overload]
+        validation_tokens = sum(int(s["tokens"]) for s in validation_shards)  # type: ignore[call-overload]
+        write_index(out / "shards", {"dtype": dtype.name, "eosId": eos, "train": train_shards,
+                                     "validation": validation_shards})
+        progress.report("pack", train_tokens + validation_tokens, None, "tokens")
+
+        if config.write_documents:
+            with (out / "documents.jsonl").open("w") as documents:
+                for row in kept:
+                    documents.write(json.dumps({"id": row["id"], "source": row["source"], "split": row["split"],
+                                                "text": row["text"]}) + "\n")
+
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "createdAt": datetime.now(UTC).isoformat(),
+            "seconds": round(time.monotonic() - started, 3),
+            "config": config.to_wire(),
+            "sources": [{"name": s.name, "uri": s.uri, "digest": digests[s.name], "files": reports[s.name].files,
+                         "documents": reports[s.name].documents, "emptyFiles": reports[s.name].empty_files,
+                         "malformed": reports[s.name].malformed,
+                         "malformedExamples": reports[s.name].malformed_examples} for s in config.sources],
+            "counts": {"read": counts.read, "kept": counts.kept, "dropped": dict(sorted(counts.dropped.items())),
+                       "malformed": sum(r.malformed for r in reports.values()),
+                       "linesRemoved": counts.lines_removed, "piiReplaced": dict(sorted(counts.pii.items())),
+                       "train": len(train), "validation": len(validation)},
+            "tokens": {"train": train_tokens, "validation": validation_tokens,
+                       "total": train_tokens + validation_tokens},
+            "tokenizer": {"file": "tokenizer.json", "vocabSize": tokenizer.get_vocab_size(), "eosId": eos,
+                          "sha256": hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()},
+            "shards": {"index": "shards/index.json", "dtype": dtype.name},
+        }
+        (out / "report.md").write_text(render_report(manifest))
+        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last: marks the output complete
+    publish(out, config.output_uri)
+    progress.report("done", counts.kept, counts.read, "documents")
+    return manifest
+
+
+def _duplicate_reason(row: dict[str, Any], config: DataJobConfig, seen: set[str],
+                      near: NearDuplicateIndex | None) -> str | None:
+    if config.dedup.exact.enabled:
+        if row["hash"] in seen:
+            return "dedup.exact"
+        seen.add(row["hash"])
+    if near is not None and near.is_duplicate(row["id"], row["text"]):
+        return "dedup.near"
+    return None
+
+
+def _weighted(rows: list[dict[str, Any]], weights: dict[str, float]) -> Any:
+    """Each training document `weight` times: whole repeats plus a deterministic share of the fraction."""
+    for row in rows:
+        weight = weights[row["source"]]
+        repeats = math.floor(weight)
+        fraction = weight - repeats
+        if fraction and int(row["hash"][:8], 16) / 0xFFFFFFFF < fraction:
+            repeats += 1
+        for _ in range(repeats):
+            yield row["text"]
+
+
+def render_report(manifest: dict[str, Any]) -> str:
+    counts, tokens = manifest["counts"], manifest["tokens"]
+    lines = [
+        "# Dataset report", "",
+        f"Read {counts['read']} documents, kept {counts['kept']} "
+        f"({counts['train']} train, {counts['validation']} validation); "
+        f"{counts['malformed']} malformed records skipped.",
+        f"Tokens: {tokens['train']} train, {tokens['validation']} validation "
+        f"(vocabulary {manifest['tokenizer']['vocabSize']}, {manifest['shards']['dtype']}).", "",
+        "| dropped by | documents |", "|---|---|",
+        *(f"| {rule} | {n} |" for rule, n in counts["dropped"].items()), "",
+        f"Lines removed by line filters: {counts['linesRemoved']}.",
+        "PII replaced: " + (", ".join(f"{k} {v}" for k, v in counts["piiReplaced"].items()) or "none") + ".", "",
+        "| source | documents | malformed | first malformed |", "|---|---|---|---|",
+        *(f"| {s['name']} | {s['documents']} | {s['malformed']} | {'; '.join(s['malformedExamples'][:1])} |"
+          for s in manifest["sources"]),
+    ]
+    return "\n".join(lines) + "\n"
