@@ -100,7 +100,8 @@ _PII_PATTERNS: list[tuple[PiiKind, re.Pattern[str]]] = [
     (PiiKind.SECRET, re.compile(
         r"\b(?:AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}|xox[abprs]-[A-Za-z0-9-]{10,}"
         r"|(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|sk-[A-Za-z0-9_-]{20,})\b"
-        r"|(?i:(?<=api_key=)|(?<=api-key: )|(?<=apikey=)|(?<=token=)|(?<=secret=)|(?<=password=))[A-Za-z0-9_./+=-]{8,}")),
+        r"|(?i:(?<=api_key=)|(?<=api-key: )|(?<=apikey=)|(?<=token=)|(?<=secret=)|(?<=password=))"
+        r"[A-Za-z0-9_./+=-]{8,}")),
     (PiiKind.EMAIL, re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
     (PiiKind.CREDIT_CARD, re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")),
     (PiiKind.IP_ADDRESS, re.compile(
