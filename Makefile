@@ -6,7 +6,7 @@ PYTHON ?= python3
 # Re-install when the dependency list changes.
 INSTALLED := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: setup cluster-binaries test demo generate lint cluster-up cluster-down clean
+.PHONY: setup cluster-binaries test demo generate lint bench bench-setup cluster-up cluster-down clean
 
 setup: $(INSTALLED) $(BIN)/kubectl $(BIN)/helm
 
@@ -34,6 +34,13 @@ demo: setup
 	$(BIN)/llmops validate -f examples/lifecycle
 	@echo "The local run of this lifecycle (llmops run -f examples/lifecycle) arrives with a later issue;"
 	@echo "today the demo validates the five manifests exactly as the API server would."
+
+# Benchmarks: their baselines come from the bench extra; each prints `NAME: ratio=X` last.
+bench-setup: setup
+	$(BIN)/pip install --quiet -e '.[operator,data,dev,bench]'
+
+bench: bench-setup
+	for b in bench/*.py; do $(BIN)/python $$b --quick || exit 1; done
 
 # Regenerate everything derived from the API models: CRDs (and the chart's copy) and the API reference.
 generate: setup

@@ -38,11 +38,21 @@ class Counts:
     pii: Counter[str] = field(default_factory=Counter)
 
 
-def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None) -> dict[str, Any]:
-    """Run the pipeline and publish to config.output_uri; returns the manifest."""
-    progress = progress or Progress(enabled=False)
-    started = time.monotonic()
+@dataclass
+class Curated:
+    """What curation produced: the kept documents (with their split) and what happened to the rest."""
 
+    kept: list[dict[str, Any]]
+    counts: Counts
+    reports: dict[str, SourceReport]
+    digests: dict[str, str]
+    near_duplicates: list[str] = field(default_factory=list)
+    """Ids of the documents dropped as near-duplicates (for reports and the benchmark's recall)."""
+
+
+def curate(config: PipelineConfig, engine: Engine, progress: Progress | None = None) -> Curated:
+    """Read every source, clean each document on the engine, then de-duplicate and split on the driver."""
+    progress = progress or Progress(enabled=False)
     # Read. Sources are read in order, each document once; a source with nothing readable fails the run.
     reports: dict[str, SourceReport] = {}
     columns: dict[str, list[Any]] = {"id": [], "text": [], "source": []}
@@ -65,12 +75,15 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
     near = NearDuplicateIndex(config.dedup.near) if config.dedup.near.enabled else None
     seen: set[str] = set()
     kept: list[dict[str, Any]] = []
+    near_duplicates: list[str] = []
     for done, row in enumerate(engine.clean(columns, pipeline_json), start=1):
         counts.lines_removed += row["lines_removed"]
         counts.pii.update(json.loads(row["pii"]))
         reason = row["reason"] or _duplicate_reason(row, config, seen, near)
         if reason:
             counts.dropped[reason] += 1
+            if reason == "dedup.near":
+                near_duplicates.append(row["id"])
         else:
             row["split"] = "validation" if is_validation(row["hash"], config.split.validation_fraction,
                                                          config.split.seed) else "train"
@@ -78,6 +91,15 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
         if done % 1000 == 0 or done == counts.read:
             progress.report("clean", done, counts.read, "documents")
     counts.kept = len(kept)
+    return Curated(kept, counts, reports, digests, near_duplicates)
+
+
+def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None) -> dict[str, Any]:
+    """Run the pipeline and publish to config.output_uri; returns the manifest."""
+    progress = progress or Progress(enabled=False)
+    started = time.monotonic()
+    curated = curate(config, engine, progress)
+    kept, counts, reports, digests = curated.kept, curated.counts, curated.reports, curated.digests
     if not kept:
         raise ValueError(f"every one of the {counts.read} documents was dropped ({dict(counts.dropped)}); "
                          "loosen spec.filters")
@@ -139,7 +161,7 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
     return manifest
 
 
-def _duplicate_reason(row: dict[str, Any], config: DataJobConfig, seen: set[str],
+def _duplicate_reason(row: dict[str, Any], config: PipelineConfig, seen: set[str],
                       near: NearDuplicateIndex | None) -> str | None:
     if config.dedup.exact.enabled:
         if row["hash"] in seen:
