@@ -151,3 +151,16 @@ def test_ray_engine_gives_the_same_result_as_inline(tmp_path: Path) -> None:
                           RayEngine(num_cpus=2))
     assert on_ray["counts"] == inline["counts"] and on_ray["tokens"] == inline["tokens"]
     assert (tmp_path / "a" / "documents.jsonl").read_text() == (tmp_path / "b" / "documents.jsonl").read_text()
+
+
+def test_object_store_source_and_output_through_fsspec(tmp_path: Path) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/bucket/in/stories.jsonl", "\n".join(json.dumps(d) for d in documents()).encode())
+    cfg = config(tmp_path, outputUri="memory://bucket/out")
+    cfg["sources"] = [{"name": "remote", "uri": "memory://bucket/in"}]
+    manifest = pipeline.run(DataJobConfig.model_validate(cfg), InlineEngine())
+    assert manifest["counts"]["kept"] == 41
+    assert json.loads(fs.cat("/bucket/out/manifest.json")) == manifest
+    assert fs.exists("/bucket/out/shards/index.json") and fs.exists("/bucket/out/tokenizer.json")
