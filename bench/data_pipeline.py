@@ -9,7 +9,9 @@ runs repetition rules and exact hashing, and scrubs more PII kinds.
 Prints docs/s per core for each, and near-duplicate recall/precision against the planted pairs.
 Last line: `data_pipeline: ratio=X.XX` (our docs/s / datatrove's docs/s).
 
-Needs the bench extra: `make bench-setup` (datatrove and spaCy's tokenizer; nothing is downloaded at run time).
+Needs the bench extra in its own venv (datatrove wants a newer huggingface-hub than transformers allows):
+`make bench-setup`, then `.venv-bench/bin/python bench/data_pipeline.py [--quick]`. Nothing is downloaded at
+run time.
 """
 
 from __future__ import annotations

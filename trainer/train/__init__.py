@@ -1,0 +1,1 @@
+"""Training recipes that run inside PretrainJob and FineTune pods (under torchrun)."""

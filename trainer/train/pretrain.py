@@ -1,0 +1,246 @@
+"""Pretraining recipe: `llmops-pretrain --config FILE`, run by torchrun (or alone for one process).
+
+One readable loop: deterministic batches from the Dataset's shards, AdamW with a warm-up + decay schedule,
+gradient accumulation and clipping, autocast on GPUs, DDP or FSDP2 across processes, periodic validation,
+checkpoints every N steps and on SIGTERM, metrics as JSON lines. Exit codes (trainer/config/exit_codes.py)
+tell the operator whether to retry: preempted (75) yes, non-finite loss (65) or a bad config (78) no.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from pydantic import ValidationError
+from torch.nn.parallel import DistributedDataParallel
+
+from llmops.trainer.config import exit_codes
+from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
+
+from .checkpoint import Checkpointer
+from .export import export
+from .metrics import MetricsLog, flops_per_token, peak_flops
+from .model import build_model
+from .schedule import learning_rate
+from .shards import TokenShards
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint has been written."""
+
+
+def _distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) from torchrun's environment; initialises the process group if needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    if precision is Precision.FP32 or device.type != "cuda":
+        return None if precision is not Precision.BF16 else torch.bfloat16
+    if precision is Precision.FP16:
+        return torch.float16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+
+
+def _optimizer(model: torch.nn.Module, config: PretrainRunConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not norms, not biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    opt = config.training.optimizer
+    fused = opt.fused if opt.fused is not None else device.type == "cuda"
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=opt.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.eps, fused=fused)
+
+
+def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
+    """Run (or resume) training to training.maxSteps and export the model; returns the summary and model."""
+    rank, world, device = _distributed()
+    metrics = metrics or MetricsLog(enabled=rank == 0)
+    data_dir, out_dir = Path(config.data_uri), Path(config.output_uri)
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    train_data, valid_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "validation")
+    vocab = config.model.vocab_size or int(manifest["tokenizer"]["vocabSize"])
+    training, max_steps = config.training, int(config.training.max_steps or 0)
+    batch = training.batch
+    length = config.model.context_length
+
+    torch.manual_seed(training.seed)
+    model = build_model(config.model, vocab, train_data.eos_id).to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+    if world > 1 and training.strategy is Strategy.FSDP:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        wrapped: torch.nn.Module = fully_shard(model)
+    elif world > 1:
+        wrapped = DistributedDataParallel(model)
+    else:
+        wrapped = model
+    if training.compile:
+        wrapped = torch.compile(wrapped)
+    optimizer = _optimizer(model, config, device)
+    autocast = _autocast_dtype(training.precision, device)
+    scaler = torch.amp.GradScaler(enabled=autocast is torch.float16)
+    checkpoints = Checkpointer(out_dir / "checkpoints", config.checkpoint.keep_last)
+    start = checkpoints.restore(model, optimizer)
+
+    stop = {"requested": False}
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) \
+        if config.checkpoint.on_preemption else None
+    tokens_per_step = batch.micro_batch_size * batch.gradient_accumulation_steps * length * world
+    peak = peak_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
+    flops_token = flops_per_token(parameters, config.model.num_layers, config.model.hidden_size, length)
+    meta = {"config": config.to_wire()}
+
+    def forward_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        context = torch.autocast(device.type, dtype=autocast) if autocast else nullcontext()
+        with context:
+            logits = wrapped(input_ids=inputs.to(device)).logits
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.to(device).reshape(-1))
+
+    def validation_loss() -> float | None:
+        if len(valid_data) <= length + 1:
+            return None
+        wrapped.eval()
+        with torch.no_grad():
+            losses = [forward_loss(x, y).item() for x, y in
+                      valid_data.sequential(batch.micro_batch_size, length, training.eval_batches)]
+        wrapped.train()
+        return sum(losses) / len(losses)
+
+    wrapped.train()
+    window_start, window_loss, window_steps = time.monotonic(), 0.0, 0
+    try:
+        for step in range(start, max_steps):
+            lr = learning_rate(step, training.optimizer.learning_rate, max_steps, training.schedule)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            for micro in range(batch.gradient_accumulation_steps):
+                inputs, targets = train_data.batch(
+                    batch.micro_batch_size, length, seed=training.seed, step=step,
+                    index=rank * batch.gradient_accumulation_steps + micro)
+                last = micro == batch.gradient_accumulation_steps - 1
+                sync = nullcontext() if last or not isinstance(wrapped, DistributedDataParallel) else wrapped.no_sync()
+                with sync:
+                    loss = forward_loss(inputs, targets) / batch.gradient_accumulation_steps
+                    scaler.scale(loss).backward()
+                step_loss += loss.item()
+            if world > 1:  # log the global mean, the same number one process accumulating would see
+                reduced = torch.tensor(step_loss, device=device)
+                dist.all_reduce(reduced, op=dist.ReduceOp.AVG)
+                step_loss = reduced.item()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), training.gradient_clip_norm or float("inf")).item()
+            if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+                metrics.report(step=step + 1, loss=step_loss, gradNorm=grad_norm, error="NonFiniteLoss")
+                raise FloatingPointError(f"loss {step_loss} / grad norm {grad_norm} at step {step + 1}; "
+                                         "the last good checkpoint is kept")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            window_loss, window_steps = window_loss + step_loss, window_steps + 1
+
+            done = step + 1
+            if done % training.log_interval_steps == 0 or done == max_steps:
+                elapsed = time.monotonic() - window_start
+                rate = tokens_per_step * window_steps / elapsed if elapsed > 0 else None
+                metrics.report(step=done, totalSteps=max_steps, loss=round(window_loss / window_steps, 5),
+                               learningRate=lr, gradNorm=round(grad_norm, 5),
+                               tokensPerSecond=round(rate, 1) if rate else None, tokensSeen=done * tokens_per_step,
+                               mfu=round(rate * flops_token / (peak * world), 4) if rate and peak else None,
+                               etaSeconds=round((max_steps - done) * tokens_per_step / rate) if rate else None)
+                window_start, window_loss, window_steps = time.monotonic(), 0.0, 0
+            if done % training.eval_interval_steps == 0 or done == max_steps:
+                metrics.report(step=done, validationLoss=validation_loss())
+            if done % config.checkpoint.interval_steps == 0 and done < max_steps:
+                checkpoints.save(done, model, optimizer, meta)
+            if stop["requested"]:
+                checkpoints.save(done, model, optimizer, meta)
+                raise Preempted(f"SIGTERM at step {done}: checkpoint written")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+    summary = {"steps": max_steps, "parameters": parameters, "tokens": max_steps * tokens_per_step,
+               "finalLoss": next((e["loss"] for e in reversed(metrics.history) if "loss" in e), None),
+               "validationLoss": next((e["validationLoss"] for e in reversed(metrics.history)
+                                       if e.get("validationLoss") is not None), None),
+               "processes": world, "device": device.type}
+    if rank == 0:
+        eos_token = train_data_token(data_dir, train_data.eos_id)
+        export(model, data_dir / "tokenizer.json", eos_token, out_dir / "model", summary=summary,
+               history=metrics.history,
+               lineage={"datasetManifestSha256": _sha256(data_dir / "manifest.json"), "dataset": str(data_dir),
+                        **config.lineage})
+    if dist.is_initialized():
+        dist.barrier()
+    return summary, model
+
+
+def train_data_token(data_dir: Path, eos_id: int) -> str:
+    from tokenizers import Tokenizer
+
+    token = Tokenizer.from_file(str(data_dir / "tokenizer.json")).id_to_token(eos_id)
+    return token or "<|endoftext|>"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmops-pretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="PretrainRunConfig as YAML or JSON")
+    args = parser.parse_args(argv)
+    try:
+        config = PretrainRunConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
+    except (OSError, ValidationError, yaml.YAMLError) as error:
+        print(f"llmops-pretrain: invalid config {args.config}: {error}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
+    try:
+        train(config)
+    except Preempted as reason:
+        print(f"llmops-pretrain: {reason}", file=sys.stderr)
+        return exit_codes.PREEMPTED
+    except FloatingPointError as reason:
+        print(f"llmops-pretrain: NonFiniteLoss: {reason}", file=sys.stderr)
+        return exit_codes.NON_FINITE_LOSS
+    except (FileNotFoundError, ValueError) as reason:
+        print(f"llmops-pretrain: {reason}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return exit_codes.SUCCESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
