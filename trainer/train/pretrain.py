@@ -69,7 +69,7 @@ def _optimizer(model: torch.nn.Module, config: PretrainRunConfig, device: torch.
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     opt = config.training.optimizer
-    fused = opt.fused if opt.fused is not None else device.type == "cuda"
+    fused = opt.fused if opt.fused is not None else True  # fused kernels exist for CUDA and CPU
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=opt.learning_rate, betas=(opt.beta1, opt.beta2), eps=opt.eps, fused=fused)
