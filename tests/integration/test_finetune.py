@@ -1,0 +1,114 @@
+"""Fine-tune recipes on a tiny pretrained model: each method changes what it should."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llmops.trainer.config.finetune import FineTuneRunConfig
+from llmops.trainer.train.finetune import IGNORE, finetune, read_records, sft_example
+from llmops.trainer.train.metrics import MetricsLog
+from tests.conftest import EXAMPLES
+
+INSTRUCTIONS = EXAMPLES / "data" / "instructions.jsonl"
+
+
+def config(base: Path, data: Path, output: Path, method: str, **extra: Any) -> FineTuneRunConfig:
+    training = {"maxSteps": 30, "batch": {"microBatchSize": 4}, "optimizer": {"learningRate": 3e-3,
+                                                                              "weightDecay": 0.0},
+                "schedule": {"warmupSteps": 2, "kind": "constant"}, "logIntervalSteps": 1,
+                **extra.pop("training", {})}
+    return FineTuneRunConfig.model_validate({"baseUri": str(base), "dataUri": str(data), "outputUri": str(output),
+                                             "method": method, "training": training,
+                                             "data": {"validationFraction": 0.2}, **extra})
+
+
+def quiet() -> MetricsLog:
+    return MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
+
+
+def losses(metrics: MetricsLog) -> list[float]:
+    return [e["loss"] for e in metrics.history if "loss" in e]
+
+
+def test_sft_puts_the_loss_on_response_tokens_only(base_model: Path, tmp_path: Path) -> None:
+    cfg = config(base_model, INSTRUCTIONS, tmp_path, "sft")
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    example = sft_example("Who wrote Hamlet?\n", "Shakespeare.", tokenizer, cfg)
+    prompt_length = len(tokenizer("Who wrote Hamlet?\n", add_special_tokens=False)["input_ids"])
+    assert example["labels"][:prompt_length] == [IGNORE] * prompt_length
+    assert example["labels"][prompt_length:] == example["input_ids"][prompt_length:]
+    with_prompt = sft_example("Who wrote Hamlet?\n", "Shakespeare.", tokenizer,
+                              config(base_model, INSTRUCTIONS, tmp_path, "sft", sft={"trainOnPrompt": True}))
+    assert IGNORE not in with_prompt["labels"]
+
+    metrics = quiet()
+    summary, _ = finetune(cfg, metrics)
+    curve = losses(metrics)
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.5
+    assert summary["trainRecords"] + summary["validationRecords"] == 32
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "model") is not None
+
+
+def test_lora_trains_only_the_adapters(base_model: Path, tmp_path: Path) -> None:
+    before = {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(base_model).state_dict().items()}
+    cfg = config(base_model, INSTRUCTIONS, tmp_path, "lora",
+                 lora={"rank": 4, "targetModules": ["q_proj", "v_proj"], "merge": False})
+    _, method = finetune(cfg, quiet())
+    trainable = {n for n, p in method.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    for name, value in method.model.named_parameters():
+        if "lora_" not in name:
+            key = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert torch.equal(value.detach(), before[key]), name
+    assert (tmp_path / "model" / "adapter_config.json").is_file()  # merge: false exports the adapter alone
+
+    merged = config(base_model, INSTRUCTIONS, tmp_path / "merged", "lora", lora={"rank": 4})
+    finetune(merged, quiet())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged" / "model")
+    changed = any(not torch.equal(v, before[k]) for k, v in model.state_dict().items() if k in before)
+    assert changed  # merged weights differ from the base
+
+
+def test_dpo_raises_the_chosen_over_rejected_margin(base_model: Path, tmp_path: Path) -> None:
+    rng = random.Random(0)
+    rows = []
+    for i in range(24):
+        rows.append({"prompt": f"Question {i}: who wrote the play?",
+                     "chosen": "William Shakespeare wrote it.", "rejected": rng.choice(["No idea.", "A cat."])})
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = quiet()
+    summary, _ = finetune(config(base_model, data, tmp_path, "dpo", dpo={"beta": 0.5},
+                                 training={"maxSteps": 15, "batch": {"microBatchSize": 4}}), metrics)
+    margins = [e["rewardMargin"] for e in metrics.history if "rewardMargin" in e and "loss" in e]
+    assert margins[0] < 0.5 < margins[-1]
+    assert summary["validationRewardMargin"] > 0.5
+
+
+def test_classification_beats_chance_on_a_separable_task(base_model: Path, tmp_path: Path) -> None:
+    rng = random.Random(1)
+    good, bad = ["sunny", "bright", "happy", "warm"], ["storm", "dark", "cold", "grim"]
+    rows = [{"text": " ".join(rng.choices(good if i % 2 else bad, k=6)), "label": "good" if i % 2 else "bad"}
+            for i in range(120)]
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary, _ = finetune(config(base_model, data, tmp_path, "classification",
+                                 classification={"labels": ["bad", "good"]},
+                                 training={"maxSteps": 40, "batch": {"microBatchSize": 8}}), quiet())
+    assert summary["validationAccuracy"] > 0.8  # chance is 0.5
+
+
+def test_malformed_records_are_skipped_and_counted(base_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('{"prompt": "a", "response": "b"}\nnot json\n{"prompt": "only a prompt"}\n'
+                    '{"prompt": "c", "response": "d"}\n')
+    records = read_records(config(base_model, data, tmp_path, "sft"))
+    assert len(records.train) + len(records.validation) == 2 and records.malformed == 2
+    assert records.examples[0] == "mixed.jsonl:2: needs fields prompt, response"

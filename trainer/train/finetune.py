@@ -1,0 +1,276 @@
+"""Fine-tuning recipe: `llmops-finetune --config FILE` for sft, lora, classification and dpo.
+
+Records are JSONL (TRL-style fields, renamable in the config); malformed ones are skipped and counted.
+One small loop serves every method; what differs is how a record becomes tensors and what the loss is:
+- sft: prompt + response, loss on the response tokens only (unless trainOnPrompt);
+- lora: the sft objective with PEFT adapters on the chosen modules, base weights frozen;
+- classification: a sequence-classification head (last-token pooling) on the backbone;
+- dpo: sigmoid DPO loss of the policy against a frozen copy of the base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import ValidationError
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from llmops.trainer.config import exit_codes
+from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig, Pooling
+
+from .export import export
+from .metrics import MetricsLog
+from .schedule import learning_rate
+
+IGNORE = -100
+
+
+@dataclass
+class Records:
+    train: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    malformed: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def read_records(config: FineTuneRunConfig) -> Records:
+    """JSONL records with the fields the method needs, split deterministically by content hash."""
+    path = Path(config.data_uri)
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    if not files or not all(f.is_file() for f in files):
+        raise FileNotFoundError(f"data: no JSONL records at {config.data_uri}")
+    fields = config.data.fields
+    needed = {
+        FineTuneMethod.DPO: (fields.prompt, fields.chosen, fields.rejected),
+        FineTuneMethod.CLASSIFICATION: (fields.text, fields.label),
+    }.get(config.method, (fields.prompt, fields.response))
+    records = Records([], [])
+    for file in files:
+        for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                ok = isinstance(record, dict) and (
+                    all(isinstance(record.get(k), str | int) for k in needed)
+                    or (config.method in (FineTuneMethod.SFT, FineTuneMethod.LORA)
+                        and isinstance(record.get(fields.messages), list)))
+            except json.JSONDecodeError:
+                ok = False
+            if not ok:
+                records.malformed += 1
+                if len(records.examples) < 5:
+                    records.examples.append(f"{file.name}:{number}: needs fields {', '.join(needed)}")
+                continue
+            digest = hashlib.sha1(line.encode()).digest()
+            held_out = int.from_bytes(digest[:8], "big") / 2**64 < config.data.validation_fraction
+            (records.validation if held_out else records.train).append(record)
+            if config.data.max_examples and len(records.train) >= config.data.max_examples:
+                break
+    if not records.train:
+        raise ValueError(f"data: no usable records in {config.data_uri} ({records.malformed} malformed)")
+    return records
+
+
+def prompt_and_response(record: dict[str, Any], config: FineTuneRunConfig, tokenizer: Any) -> tuple[str, str]:
+    fields = config.data.fields
+    messages = record.get(fields.messages)
+    if isinstance(messages, list) and messages:
+        *history, last = messages
+        if tokenizer.chat_template or config.sft.chat_template:
+            prompt = tokenizer.apply_chat_template(history, chat_template=config.sft.chat_template,
+                                                   tokenize=False, add_generation_prompt=True)
+        else:
+            prompt = "".join(f"{m['role']}: {m['content']}\n" for m in history) + "assistant: "
+        return prompt, str(last["content"])
+    return f"{record[fields.prompt]}\n", str(record[fields.response])
+
+
+def sft_example(prompt: str, response: str, tokenizer: Any, config: FineTuneRunConfig) -> dict[str, list[int]]:
+    """input ids and labels; prompt positions are IGNORE unless the loss covers the prompt too."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (prompt_ids + response_ids)[: config.data.max_length]
+    labels = (prompt_ids if config.sft.train_on_prompt else [IGNORE] * len(prompt_ids)) + response_ids
+    return {"input_ids": ids, "labels": labels[: len(ids)]}
+
+
+def pad(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    length = max(len(e["input_ids"]) for e in examples)
+    out: dict[str, list[list[int]]] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for e in examples:
+        gap = length - len(e["input_ids"])
+        out["input_ids"].append(e["input_ids"] + [pad_id] * gap)
+        out["attention_mask"].append([1] * len(e["input_ids"]) + [0] * gap)
+        out["labels"].append(e.get("labels", e["input_ids"]) + [IGNORE] * gap)
+    return {k: torch.tensor(v) for k, v in out.items()}
+
+
+def response_logprob(model: Any, prompt: str, response: str, tokenizer: Any, max_length: int) -> torch.Tensor:
+    """Sum of log p(response tokens | prompt) under `model`."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = (prompt_ids + tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+    ids = torch.tensor([ids[:max_length]])
+    logits = model(input_ids=ids).logits[0, :-1]
+    targets = ids[0, 1:]
+    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
+    return logprobs[len(prompt_ids) - 1:].sum()
+
+
+class Method:
+    """A method's model, trainable parameters and loss over a list of records."""
+
+    def __init__(self, config: FineTuneRunConfig, tokenizer: Any):
+        self.config, self.tokenizer = config, tokenizer
+        base = config.base_uri
+        if config.method is FineTuneMethod.CLASSIFICATION:
+            assert config.classification is not None
+            if config.classification.pooling is Pooling.MEAN:
+                raise NotImplementedError("classification.pooling mean is not built yet; use last")
+            labels = config.classification.labels
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                base, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                label2id={n: i for i, n in enumerate(labels)}, pad_token_id=tokenizer.pad_token_id)
+            if not config.classification.train_backbone:
+                for name, param in self.model.named_parameters():
+                    param.requires_grad = name.startswith("score")
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(base)
+        if config.method is FineTuneMethod.LORA:
+            from peft import LoraConfig, get_peft_model
+
+            self.model = get_peft_model(self.model, LoraConfig(
+                r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM"))
+        self.reference = None
+        if config.method is FineTuneMethod.DPO:
+            self.reference = copy.deepcopy(self.model).eval()
+            for param in self.reference.parameters():
+                param.requires_grad = False
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def label_index(self, value: Any) -> int:
+        assert self.config.classification is not None
+        labels = self.config.classification.labels
+        return int(value) if isinstance(value, int) or str(value).isdigit() else labels.index(str(value))
+
+    def loss(self, records: list[dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
+        config, tokenizer, fields = self.config, self.tokenizer, self.config.data.fields
+        if config.method is FineTuneMethod.CLASSIFICATION:
+            batch = tokenizer([str(r[fields.text]) for r in records], padding=True, truncation=True,
+                              max_length=config.data.max_length, return_tensors="pt")
+            labels = torch.tensor([self.label_index(r[fields.label]) for r in records])
+            logits = self.model(**batch).logits
+            return F.cross_entropy(logits, labels), {"accuracy": (logits.argmax(-1) == labels).float().mean().item()}
+        if config.method is FineTuneMethod.DPO:
+            assert self.reference is not None
+            losses, margins = [], []
+            for r in records:
+                prompt = f"{r[fields.prompt]}\n"
+                policy = [response_logprob(self.model, prompt, str(r[k]), tokenizer, config.data.max_length)
+                          for k in (fields.chosen, fields.rejected)]
+                with torch.no_grad():
+                    ref = [response_logprob(self.reference, prompt, str(r[k]), tokenizer, config.data.max_length)
+                           for k in (fields.chosen, fields.rejected)]
+                margin = config.dpo.beta * ((policy[0] - ref[0]) - (policy[1] - ref[1]))
+                losses.append(-F.logsigmoid(margin))
+                margins.append(margin.item())
+            return torch.stack(losses).mean(), {"rewardMargin": sum(margins) / len(margins)}
+        examples = [sft_example(*prompt_and_response(r, config, tokenizer), tokenizer, config) for r in records]
+        batch = pad(examples, tokenizer.pad_token_id)
+        return self.model(**batch).loss, {}
+
+    def exportable(self) -> Any:
+        if self.config.method is FineTuneMethod.LORA and self.config.lora.merge:
+            return self.model.merge_and_unload()
+        return self.model
+
+
+def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tuple[dict[str, Any], Any]:
+    """Train, evaluate on the held-out records, export; returns the summary and the trained method."""
+    metrics = metrics or MetricsLog()
+    torch.manual_seed(config.training.seed)
+    tokenizer = AutoTokenizer.from_pretrained(config.base_uri)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    records = read_records(config)
+    method = Method(config, tokenizer)
+    training, batch_size = config.training, config.training.batch.micro_batch_size
+    steps_per_epoch = math.ceil(len(records.train) / batch_size / training.batch.gradient_accumulation_steps)
+    max_steps = training.max_steps or max(1, math.ceil((training.epochs or 1) * steps_per_epoch))
+    opt = training.optimizer
+    optimizer = torch.optim.AdamW(method.parameters(), lr=opt.learning_rate, betas=(opt.beta1, opt.beta2),
+                                  eps=opt.eps, weight_decay=opt.weight_decay)
+    order = torch.Generator().manual_seed(training.seed)
+    permutation = torch.randperm(len(records.train), generator=order).tolist()
+    cursor, started = 0, time.monotonic()
+    method.model.train()
+    for step in range(max_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, opt.learning_rate, max_steps, training.schedule)
+        total, extras = 0.0, {}
+        for _ in range(training.batch.gradient_accumulation_steps):
+            if cursor + batch_size > len(permutation):
+                permutation = torch.randperm(len(records.train), generator=order).tolist()
+                cursor = 0
+            chunk = [records.train[i] for i in permutation[cursor:cursor + batch_size]]
+            cursor += batch_size
+            loss, extras = method.loss(chunk)
+            (loss / training.batch.gradient_accumulation_steps).backward()
+            total += loss.item() / training.batch.gradient_accumulation_steps
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss {total} at step {step + 1}")
+        if training.gradient_clip_norm:
+            torch.nn.utils.clip_grad_norm_(method.parameters(), training.gradient_clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % training.log_interval_steps == 0 or step + 1 == max_steps:
+            metrics.report(step=step + 1, totalSteps=max_steps, loss=round(total, 5), **extras)
+    method.model.eval()
+    summary: dict[str, Any] = {"method": config.method.value, "steps": max_steps, "trainRecords": len(records.train),
+                               "validationRecords": len(records.validation), "malformedRecords": records.malformed,
+                               "seconds": round(time.monotonic() - started, 1)}
+    if records.validation:
+        with torch.no_grad():
+            loss, extras = method.loss(records.validation)
+        summary.update(validationLoss=round(loss.item(), 5), **{f"validation{k[0].upper()}{k[1:]}": v
+                                                               for k, v in extras.items()})
+        metrics.report(step=max_steps, validationLoss=summary["validationLoss"], **extras)
+    export(method.exportable(), tokenizer, Path(config.output_uri) / "model", summary=summary,
+           history=metrics.history, lineage={"base": config.base_uri, "data": config.data_uri, **config.lineage})
+    return summary, method
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmops-finetune", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="FineTuneRunConfig as YAML or JSON")
+    args = parser.parse_args(argv)
+    try:
+        config = FineTuneRunConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
+        finetune(config)
+    except (OSError, ValidationError, yaml.YAMLError, ValueError, NotImplementedError) as error:
+        print(f"llmops-finetune: {error}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
+    except FloatingPointError as error:
+        print(f"llmops-finetune: NonFiniteLoss: {error}", file=sys.stderr)
+        return exit_codes.NON_FINITE_LOSS
+    return exit_codes.SUCCESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())
