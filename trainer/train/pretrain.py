@@ -42,6 +42,16 @@ class Preempted(Exception):
     """SIGTERM arrived; a checkpoint has been written."""
 
 
+class OutOfMemory(RuntimeError):
+    """A micro-batch did not fit; the message says which size failed and what to try."""
+
+    def __init__(self, micro_batch_size: int, accumulation: int):
+        smaller = max(1, micro_batch_size // 2)
+        super().__init__(
+            f"out of memory at training.batch.microBatchSize {micro_batch_size}: try microBatchSize {smaller} "
+            f"with gradientAccumulationSteps {accumulation * micro_batch_size // smaller} (same global batch)")
+
+
 def _distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment; initialises the process group if needed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -78,7 +88,8 @@ def _optimizer(model: torch.nn.Module, config: PretrainRunConfig, device: torch.
 def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
     """Run (or resume) training to training.maxSteps and export the model; returns the summary and model."""
     rank, world, device = _distributed()
-    metrics = metrics or MetricsLog(enabled=rank == 0)
+    port = int(os.environ.get("LLMOPS_METRICS_PORT", "0")) or None  # Prometheus, rank 0 only
+    metrics = metrics or MetricsLog(enabled=rank == 0, port=port if rank == 0 else None)
     data_dir, out_dir = Path(config.data_uri), Path(config.output_uri)
     manifest = json.loads((data_dir / "manifest.json").read_text())
     train_data, valid_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "validation")
@@ -146,9 +157,12 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                     index=rank * batch.gradient_accumulation_steps + micro)
                 last = micro == batch.gradient_accumulation_steps - 1
                 sync = nullcontext() if last or not isinstance(wrapped, DistributedDataParallel) else wrapped.no_sync()
-                with sync:
-                    loss = forward_loss(inputs, targets) / batch.gradient_accumulation_steps
-                    scaler.scale(loss).backward()
+                try:
+                    with sync:
+                        loss = forward_loss(inputs, targets) / batch.gradient_accumulation_steps
+                        scaler.scale(loss).backward()
+                except torch.OutOfMemoryError as error:
+                    raise OutOfMemory(batch.micro_batch_size, batch.gradient_accumulation_steps) from error
                 step_loss += loss.item()
             if world > 1:  # log the global mean, the same number one process accumulating would see
                 reduced = torch.tensor(step_loss, device=device)
@@ -233,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as reason:
         print(f"llmops-pretrain: NonFiniteLoss: {reason}", file=sys.stderr)
         return exit_codes.NON_FINITE_LOSS
-    except (FileNotFoundError, ValueError) as reason:
+    except (FileNotFoundError, ValueError, OutOfMemory) as reason:
         print(f"llmops-pretrain: {reason}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
     finally:
