@@ -104,6 +104,16 @@ def test_classification_beats_chance_on_a_separable_task(base_model: Path, tmp_p
                                  training={"maxSteps": 40, "batch": {"microBatchSize": 8}}), quiet())
     assert summary["validationAccuracy"] > 0.8  # chance is 0.5
 
+    # The exported classifier is scored by the evaluation workload like any model.
+    from llmops.trainer.config.evaluate import EvalJobConfig
+    from llmops.trainer.evaluate.run import evaluate
+
+    document = evaluate(EvalJobConfig.model_validate({
+        "modelUri": str(tmp_path / "model"), "outputUri": str(tmp_path / "eval"),
+        "tasks": [{"name": "labels", "type": "classification", "dataUri": str(data)}],
+        "thresholds": [{"task": "labels", "metric": "acc", "min": 0.8}]}))
+    assert document["verdict"] == "Passed" and document["tasks"]["labels"]["metrics"]["f1"] > 0.8
+
 
 def test_malformed_records_are_skipped_and_counted(base_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "mixed.jsonl"

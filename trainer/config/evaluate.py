@@ -113,3 +113,32 @@ class EvalRunConfig(ApiModel):
 
     batch_size: int = Field(default=8, ge=1, le=4096)
     """Sequences scored together."""
+
+
+class TaskRun(TaskSettings):
+    """A task with its data resolved to a local path by the operator."""
+
+    data_uri: str | None = Field(default=None, min_length=1)
+    """Text/JSONL file or directory for the task; for perplexity also a Dataset output directory."""
+
+
+class EvalJobConfig(EvalRunConfig):
+    """What the evaluation workload reads from its config file."""
+
+    model_uri: str = Field(min_length=1)
+    """Hugging Face-format model directory under evaluation (a local path)."""
+
+    baseline_uri: str | None = Field(default=None, min_length=1)
+    """Model to compare with (relativeTo baseline thresholds, winRate)."""
+
+    tasks: list[TaskRun] = Field(min_length=1, max_length=64)
+    """Tasks to score."""
+
+    thresholds: list[Threshold] = Field(default_factory=list, max_length=128)
+    """Pass conditions."""
+
+    output_uri: str = Field(min_length=1)
+    """Directory for results.json and the report."""
+
+    name: str = Field(default="evaluation", min_length=1, max_length=253)
+    """Name of the Evaluation (in the report and the model card)."""

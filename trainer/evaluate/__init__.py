@@ -1,0 +1,1 @@
+"""The Evaluation workload: `llmops-evaluate --config FILE`; scores, thresholds and the verdict."""

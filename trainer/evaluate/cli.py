@@ -1,0 +1,41 @@
+"""`llmops-evaluate --config FILE`: score a model and write results.json with the verdict.
+
+A Failed verdict is a result, not an error: the process exits 0 and the operator reads the verdict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from llmops.trainer.config import exit_codes
+from llmops.trainer.config.evaluate import EvalJobConfig
+
+from .run import ModelLoadError, evaluate
+from .tasks import TaskDataError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llmops-evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="EvalJobConfig as YAML or JSON")
+    args = parser.parse_args(argv)
+    try:
+        config = EvalJobConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
+        document = evaluate(config)
+    except (OSError, ValidationError, yaml.YAMLError, TaskDataError, ModelLoadError, NotImplementedError) as error:
+        print(f"llmops-evaluate: {error}", file=sys.stderr)
+        return exit_codes.CONFIG_ERROR
+    print(f"llmops-evaluate: {document['verdict']}", file=sys.stderr)
+    for result in document["results"]:
+        print(f"  {result['task']}/{result['metric']} = {result['value']:.6g} {result.get('threshold', '')}",
+              file=sys.stderr)
+    return exit_codes.SUCCESS
+
+
+if __name__ == "__main__":
+    sys.exit(main())

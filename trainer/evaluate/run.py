@@ -1,0 +1,210 @@
+"""Run an evaluation: score every task, apply the thresholds, write results.json and the model card."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from llmops.trainer.config.evaluate import EvalJobConfig, TaskRun, TaskType
+
+from . import scoring, tasks
+from .verdict import verdict
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class ModelLoadError(ValueError):
+    """The model directory lacks a file it needs; the message names it."""
+
+
+def load(uri: str, classification: bool = False) -> tuple[Any, Any]:
+    path = Path(uri)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"model {uri} is not loadable: config.json is missing")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelLoadError(f"model {uri} is not loadable: none of {', '.join(WEIGHT_FILES)} is there")
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ModelLoadError(f"model {uri} is not loadable: tokenizer.json is missing")
+    tokenizer = AutoTokenizer.from_pretrained(uri)
+    cls = AutoModelForSequenceClassification if classification else AutoModelForCausalLM
+    return cls.from_pretrained(uri).eval(), tokenizer
+
+
+def is_classifier(uri: str) -> bool:
+    architectures = AutoConfig.from_pretrained(uri).architectures or []
+    return any("SequenceClassification" in a for a in architectures)
+
+
+def _prompt(row: dict[str, Any]) -> str:
+    return f"Question: {row.get('question', row.get('prompt'))}\nAnswer:"
+
+
+def _fewshot(rows: list[dict[str, Any]], index: int, shots: int, seed: int) -> str:
+    if not shots:
+        return ""
+    others = [r for i, r in enumerate(rows) if i != index]
+    picked = random.Random(seed * 1_000_003 + index).sample(others, min(shots, len(others)))
+    return "".join(f"{_prompt(r)} {r['choices'][r.get('answer', r.get('gold'))]}\n\n" for r in picked)
+
+
+@torch.no_grad()
+def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+
+
+def score_task(task: TaskRun, model: Any, tokenizer: Any, baseline: tuple[Any, Any] | None,
+               seed: int) -> tuple[dict[str, float], dict[str, float], list[str], int]:
+    """(metrics, baseline metrics, skipped rows, examples scored) for one task."""
+    if task.type is TaskType.LM_EVAL:
+        raise NotImplementedError(f"task {task.name!r}: type lmEval (lm-evaluation-harness tasks) is not built yet")
+    if task.data_uri is None:
+        raise tasks.TaskDataError(f"task {task.name!r}: no data")
+    if task.type is TaskType.PERPLEXITY:
+        docs = tasks.texts(task.name, task.data_uri, task.limit)
+        values = _perplexity(model, tokenizer, docs, task)
+        base = _perplexity(*baseline, docs, task) if baseline else {}
+        return values, base, [], len(docs)
+    if task.type is TaskType.MULTIPLE_CHOICE:
+        data = tasks.read_rows(task.name, task.data_uri, tasks.multiple_choice_problem, task.limit)
+        values = _multiple_choice(model, tokenizer, data.rows, task, seed)
+        base = _multiple_choice(*baseline, data.rows, task, seed) if baseline else {}
+        return values, base, data.skipped, len(data.rows)
+    if task.type in (TaskType.EXACT_MATCH, TaskType.WIN_RATE):
+        data = tasks.read_rows(task.name, task.data_uri, tasks.exact_match_problem, task.limit)
+        ours = _answers(model, tokenizer, data.rows, task)
+        values = _exact_match(ours, data.rows)
+        base: dict[str, float] = {}
+        if baseline:
+            theirs = _answers(*baseline, data.rows, task)
+            base = _exact_match(theirs, data.rows)
+            if task.type is TaskType.WIN_RATE:
+                values["win_rate"] = _win_rate(ours, theirs, data.rows)
+        elif task.type is TaskType.WIN_RATE:
+            raise tasks.TaskDataError(f"task {task.name!r}: winRate needs a baseline model")
+        return values, base, data.skipped, len(data.rows)
+    data = tasks.read_rows(task.name, task.data_uri, tasks.classification_problem, task.limit)
+    return _classification(model, tokenizer, data.rows), {}, data.skipped, len(data.rows)
+
+
+def _perplexity(model: Any, tokenizer: Any, docs: list[str], task: TaskRun) -> dict[str, float]:
+    context = int(getattr(model.config, "max_position_embeddings", 512))
+    stride = task.stride or max(1, context // 2)
+    prefix = tokenizer.eos_token_id
+    total, count, n_bytes = 0.0, 0, 0
+    for doc in docs:
+        ll, n = scoring.rolling_loglikelihood(model, tokenizer(doc, add_special_tokens=False)["input_ids"],
+                                              prefix, context, stride)
+        total, count, n_bytes = total + ll, count + n, n_bytes + len(doc.encode("utf-8"))
+    if not count:
+        raise tasks.TaskDataError(f"task {task.name!r}: the documents have no tokens")
+    return {"perplexity": scoring.perplexity(total, count), "bits_per_byte": scoring.bits_per_byte(total, n_bytes)}
+
+
+def _multiple_choice(model: Any, tokenizer: Any, rows: list[dict[str, Any]], task: TaskRun,
+                     seed: int) -> dict[str, float]:
+    correct = correct_norm = 0
+    for index, row in enumerate(rows):
+        context = tokenizer(_fewshot(rows, index, task.num_fewshot, seed) + _prompt(row),
+                            add_special_tokens=False)["input_ids"]
+        choices = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in row["choices"]]
+        lls = scoring.continuation_loglikelihoods(model, context, choices)
+        gold = row.get("answer", row.get("gold"))
+        correct += int(max(range(len(lls)), key=lambda i: lls[i]) == gold)
+        normalized = [ll / len(" " + c) for ll, c in zip(lls, row["choices"], strict=True)]
+        correct_norm += int(max(range(len(normalized)), key=lambda i: normalized[i]) == gold)
+    return {"acc": correct / len(rows), "acc_norm": correct_norm / len(rows)}
+
+
+def _answers(model: Any, tokenizer: Any, rows: list[dict[str, Any]], task: TaskRun) -> list[str]:
+    return [_generate(model, tokenizer, _prompt(row), task.max_new_tokens) for row in rows]
+
+
+def _golds(row: dict[str, Any]) -> list[str]:
+    answer = row.get("answer", row.get("answers"))
+    return [answer] if isinstance(answer, str) else list(answer)
+
+
+def _exact_match(predictions: list[str], rows: list[dict[str, Any]]) -> dict[str, float]:
+    em = f1 = 0.0
+    for prediction, row in zip(predictions, rows, strict=True):
+        golds = _golds(row)
+        em += max(float(scoring.normalize_answer(prediction) == scoring.normalize_answer(g)) for g in golds)
+        f1 += max(scoring.f1(prediction, g) for g in golds)
+    return {"exact_match": em / len(rows), "f1": f1 / len(rows)}
+
+
+def _win_rate(ours: list[str], theirs: list[str], rows: list[dict[str, Any]]) -> float:
+    wins = 0.0
+    for mine, other, row in zip(ours, theirs, rows, strict=True):
+        a = max(scoring.f1(mine, g) for g in _golds(row))
+        b = max(scoring.f1(other, g) for g in _golds(row))
+        wins += 1.0 if a > b else 0.5 if a == b else 0.0
+    return wins / len(rows)
+
+
+@torch.no_grad()
+def _classification(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    label2id = {str(k): v for k, v in model.config.label2id.items()}
+    golds = [int(r["label"]) if str(r["label"]).isdigit() else label2id[str(r["label"])] for r in rows]
+    batch = tokenizer([r["text"] for r in rows], padding=True, return_tensors="pt", return_token_type_ids=False)
+    predictions = model(**batch).logits.argmax(-1).tolist()
+    accuracy = sum(p == g for p, g in zip(predictions, golds, strict=True)) / len(rows)
+    f1s = []
+    for label in sorted(set(golds)):
+        tp = sum(p == g == label for p, g in zip(predictions, golds, strict=True))
+        fp = sum(p == label != g for p, g in zip(predictions, golds, strict=True))
+        fn = sum(g == label != p for p, g in zip(predictions, golds, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return {"acc": accuracy, "f1": sum(f1s) / len(f1s)}
+
+
+def evaluate(config: EvalJobConfig) -> dict[str, Any]:
+    """Score all tasks, decide the verdict, write results.json; returns the results document."""
+    torch.manual_seed(config.seed)
+    classifier = is_classifier(config.model_uri)
+    model, tokenizer = load(config.model_uri, classification=classifier)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    baseline = load(config.baseline_uri, classification=classifier) if config.baseline_uri else None
+    values: dict[tuple[str, str], float] = {}
+    base_values: dict[tuple[str, str], float] = {}
+    task_reports = {}
+    for task in config.tasks:
+        measured, base, skipped, count = score_task(task, model, tokenizer, baseline, config.seed)
+        values.update({(task.name, k): round(v, 6) for k, v in measured.items()})
+        base_values.update({(task.name, k): round(v, 6) for k, v in base.items()})
+        task_reports[task.name] = {"type": task.type.value, "examples": count, "skipped": len(skipped),
+                                   "skippedRows": skipped[:20], "metrics": measured}
+    decision, results = verdict(config.thresholds, values, base_values)
+    document = {"name": config.name, "verdict": decision, "model": config.model_uri,
+                "baseline": config.baseline_uri, "createdAt": datetime.now(UTC).isoformat(),
+                "results": [r.to_wire() for r in results], "tasks": task_reports}
+    out = Path(config.output_uri)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(document, indent=2))
+    card = Path(config.model_uri) / "model-card.md"
+    section = _card_section(document)
+    try:
+        if card.is_file():
+            card.write_text(card.read_text() + section)
+        (out / "evaluation.md").write_text(section.lstrip())
+    except OSError:  # a read-only model store: results.json is the record
+        pass
+    return document
+
+
+def _card_section(document: dict[str, Any]) -> str:
+    rows = "\n".join(f"| {r['task']} | {r['metric']} | {r['value']:.6g} | {r.get('threshold', '')} | "
+                     f"{'' if r.get('passed') is None else ('pass' if r['passed'] else 'FAIL')} |"
+                     for r in document["results"])
+    return (f"\n## Evaluation {document['name']}: {document['verdict']}\n\n"
+            f"| task | metric | value | threshold | result |\n|---|---|---|---|---|\n{rows}\n")
