@@ -106,7 +106,7 @@ def test_acc_and_acc_norm_match_a_hand_computation(base_model: Path, tmp_path: P
     for row in rows:
         scores = hand_scored(model, tokenizer, row["question"], row["choices"])
         acc += scores.index(max(scores)) == row["answer"]
-        normed = [s / len(" " + c) for s, c in zip(scores, row["choices"], strict=True)]
+        normed = [s / len(c) for s, c in zip(scores, row["choices"], strict=True)]
         acc_norm += normed.index(max(normed)) == row["answer"]
     assert document["tasks"]["mc"]["metrics"] == pytest.approx({"acc": acc / 3, "acc_norm": acc_norm / 3})
 
@@ -175,3 +175,50 @@ def test_exact_match_f1_and_win_rate_against_a_baseline(base_model: Path, memori
     assert 0.0 <= versus["win_rate"] <= 1.0
     (f1_result,) = [r for r in document["results"] if r.get("threshold")]
     assert f1_result["passed"] is True and "baselineValue" in f1_result  # within 1.0 of the baseline's F1
+
+
+LM_EVAL_TASKS = """
+task: tiny_mc
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {mc}}}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{answer}}}}"
+metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
+---
+task: tiny_text
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {text}}}}}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: "{{{{text}}}}"
+doc_to_target: "{{{{text}}}}"
+metric_list: [{{metric: bits_per_byte}}, {{metric: byte_perplexity}}]
+"""
+
+
+def test_results_agree_with_lm_evaluation_harness(base_model: Path, tmp_path: Path) -> None:
+    rows = [{"question": "Who wrote Hamlet?", "choices": ["Shakespeare", "Marlowe", "a cat"], "answer": 0},
+            {"question": "Which king?", "choices": ["Lear", "Richard the Third", "Nobody"], "answer": 1},
+            {"question": "Where is Elsinore?", "choices": ["Denmark", "Rome"], "answer": 1}]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    long_text = " ".join([TEXT] * 6)  # longer than the 128-token context: several windows
+    (tmp_path / "text.jsonl").write_text(json.dumps({"text": long_text}) + "\n" + json.dumps({"text": TEXT}) + "\n")
+    tasks_dir = tmp_path / "lm_eval_tasks"
+    tasks_dir.mkdir()
+    for number, doc in enumerate(LM_EVAL_TASKS.format(mc=tmp_path / "mc.jsonl",
+                                                      text=tmp_path / "text.jsonl").split("---")):
+        (tasks_dir / f"task{number}.yaml").write_text(doc)
+
+    document = evaluate(job(base_model, tmp_path / "out", [
+        {"name": "ours-mc", "type": "multipleChoice", "dataUri": str(tmp_path / "mc.jsonl")},
+        {"name": "ours-text", "type": "perplexity", "dataUri": str(tmp_path / "text.jsonl"), "stride": 128},
+        {"name": "their-mc", "type": "lmEval", "lmEvalTask": "tiny_mc", "dataUri": str(tasks_dir)},
+        {"name": "their-text", "type": "lmEval", "lmEvalTask": "tiny_text", "dataUri": str(tasks_dir)}]))
+    metrics = {name: report["metrics"] for name, report in document["tasks"].items()}
+    assert metrics["ours-mc"]["acc"] == metrics["their-mc"]["acc"]
+    assert metrics["ours-mc"]["acc_norm"] == metrics["their-mc"]["acc_norm"]
+    # Disjoint windows (stride = context), as lm-eval's rolling log-likelihood uses.
+    assert metrics["ours-text"]["bits_per_byte"] == pytest.approx(metrics["their-text"]["bits_per_byte"], abs=1e-4)

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from llmops.trainer.config.evaluate import EvalJobConfig, TaskRun, TaskType
+from llmops.trainer.config.evaluate import EvalJobConfig, Metric, TaskRun, TaskType
 
 from . import scoring, tasks
 from .verdict import verdict
@@ -65,7 +65,7 @@ def score_task(task: TaskRun, model: Any, tokenizer: Any, baseline: tuple[Any, A
                seed: int) -> tuple[dict[str, float], dict[str, float], list[str], int]:
     """(metrics, baseline metrics, skipped rows, examples scored) for one task."""
     if task.type is TaskType.LM_EVAL:
-        raise NotImplementedError(f"task {task.name!r}: type lmEval (lm-evaluation-harness tasks) is not built yet")
+        return lm_eval_task(task, model, tokenizer, seed), {}, [], task.limit or 0
     if task.data_uri is None:
         raise tasks.TaskDataError(f"task {task.name!r}: no data")
     if task.type is TaskType.PERPLEXITY:
@@ -95,6 +95,27 @@ def score_task(task: TaskRun, model: Any, tokenizer: Any, baseline: tuple[Any, A
     return _classification(model, tokenizer, data.rows), {}, data.skipped, len(data.rows)
 
 
+def lm_eval_task(task: TaskRun, model: Any, tokenizer: Any, seed: int) -> dict[str, float]:
+    """Run an lm-evaluation-harness task on our loaded model. Its data must be local: `dataUri` is a directory
+    of task YAMLs (with local data files); nothing is downloaded (the hub is switched off)."""
+    import os
+
+    os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=task.data_uri) if task.data_uri else TaskManager()
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
+    output = lm_eval.simple_evaluate(model=lm, tasks=[task.lm_eval_task], task_manager=manager,
+                                     num_fewshot=task.num_fewshot or None, limit=task.limit,
+                                     random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                     fewshot_random_seed=seed)
+    known = {m.value for m in Metric}
+    return {name.split(",")[0]: float(value) for name, value in output["results"][task.lm_eval_task].items()
+            if "," in name and "stderr" not in name and name.split(",")[0] in known}
+
+
 def _perplexity(model: Any, tokenizer: Any, docs: list[str], task: TaskRun) -> dict[str, float]:
     context = int(getattr(model.config, "max_position_embeddings", 512))
     stride = task.stride or max(1, context // 2)
@@ -119,7 +140,8 @@ def _multiple_choice(model: Any, tokenizer: Any, rows: list[dict[str, Any]], tas
         lls = scoring.continuation_loglikelihoods(model, context, choices)
         gold = row.get("answer", row.get("gold"))
         correct += int(max(range(len(lls)), key=lambda i: lls[i]) == gold)
-        normalized = [ll / len(" " + c) for ll, c in zip(lls, row["choices"], strict=True)]
+        # As lm-eval: normalise by the choice's length in characters, without the leading space.
+        normalized = [ll / max(1, len(c)) for ll, c in zip(lls, row["choices"], strict=True)]
         correct_norm += int(max(range(len(normalized)), key=lambda i: normalized[i]) == gold)
     return {"acc": correct / len(rows), "acc_norm": correct_norm / len(rows)}
 

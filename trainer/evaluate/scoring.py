@@ -2,7 +2,8 @@
 
 Conventions follow lm-evaluation-harness: a document is scored after an end-of-text token, long documents
 with a sliding window so every token is predicted with up to a context length of history; acc picks the
-choice with the highest log-likelihood, acc_norm divides it by the choice's length in characters.
+choice with the highest log-likelihood, acc_norm divides it by the choice's length in characters (without
+the space that joins it to the prompt).
 """
 
 from __future__ import annotations
