@@ -19,21 +19,23 @@ import torch
 @torch.no_grad()
 def rolling_loglikelihood(model: torch.nn.Module, ids: list[int], prefix: int, context: int,
                           stride: int) -> tuple[float, int]:
-    """(sum of log p over every token of `ids`, number of tokens), each token scored once."""
+    """(sum of log p over every token of `ids`, number of tokens), each token scored exactly once.
+
+    The first window predicts up to `context` tokens; each later one predicts the next `stride` tokens from a
+    window that ends at the last of them and reaches back as far as the context allows. With stride equal to
+    the context this is lm-evaluation-harness's rolling log-likelihood (its last window is right-aligned too).
+    """
     tokens = [prefix, *ids]
-    total, scored, end_prev = 0.0, 0, 0
-    for begin in range(0, len(tokens) - 1, stride):
-        end = min(begin + context, len(tokens) - 1)
-        window = torch.tensor([tokens[begin:end + 1]])
+    total, done = 0.0, 0  # `done`: index of the last token already scored (tokens[0] is the prefix)
+    while done < len(tokens) - 1:
+        end = min(len(tokens) - 1, context if done == 0 else done + stride)
+        start = max(0, end - context)
+        window = torch.tensor([tokens[start:end + 1]])
         logits = model(input_ids=window[:, :-1]).logits[0].float()
         logprobs = torch.log_softmax(logits, dim=-1).gather(1, window[0, 1:, None])[:, 0]
-        new = end - max(begin, end_prev)  # only tokens not scored by an earlier window
-        total += logprobs[-new:].sum().item() if new > 0 else 0.0
-        scored += max(new, 0)
-        end_prev = end
-        if end == len(tokens) - 1:
-            break
-    return total, scored
+        total += logprobs[-(end - done):].sum().item()
+        done = end
+    return total, len(tokens) - 1
 
 
 @torch.no_grad()
