@@ -19,26 +19,7 @@ from pathlib import Path
 
 os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
 
-TASKS = """
-task: bench_mc
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {mc}}}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
----
-task: bench_text
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {text}}}}}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: "{{{{text}}}}"
-doc_to_target: "{{{{text}}}}"
-metric_list: [{{metric: bits_per_byte}}]
-"""
+from llmops.trainer.evaluate.lm_eval_tasks import write_task  # noqa: E402
 
 
 def prepare(work: Path, documents: int, questions: int) -> tuple[Path, list[str], Path, Path]:
@@ -69,9 +50,8 @@ def prepare(work: Path, documents: int, questions: int) -> tuple[Path, list[str]
              "answer": rng.randrange(4)} for _ in range(questions)]
     (work / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tasks = work / "tasks"
-    tasks.mkdir()
-    for number, doc in enumerate(TASKS.format(mc=work / "mc.jsonl", text=work / "text.jsonl").split("---")):
-        (tasks / f"task{number}.yaml").write_text(doc)
+    write_task(tasks, "bench_mc", work / "mc.jsonl", "multipleChoice")
+    write_task(tasks, "bench_text", work / "text.jsonl", "perplexity")
     return work / "model", texts, work / "mc.jsonl", tasks
 
 

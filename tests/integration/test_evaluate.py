@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.evaluate import EvalJobConfig
 from llmops.trainer.config.model import ModelConfig
+from llmops.trainer.evaluate.lm_eval_tasks import write_task
 from llmops.trainer.evaluate.run import evaluate
 from llmops.trainer.train.export import export, wrap_tokenizer
 from llmops.trainer.train.model import build_model
@@ -177,26 +178,6 @@ def test_exact_match_f1_and_win_rate_against_a_baseline(base_model: Path, memori
     assert f1_result["passed"] is True and "baselineValue" in f1_result  # within 1.0 of the baseline's F1
 
 
-LM_EVAL_TASKS = """
-task: tiny_mc
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {mc}}}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: "{{{{answer}}}}"
-metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
----
-task: tiny_text
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {text}}}}}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: "{{{{text}}}}"
-doc_to_target: "{{{{text}}}}"
-metric_list: [{{metric: bits_per_byte}}, {{metric: byte_perplexity}}]
-"""
 
 
 def test_results_agree_with_lm_evaluation_harness(base_model: Path, tmp_path: Path) -> None:
@@ -207,10 +188,8 @@ def test_results_agree_with_lm_evaluation_harness(base_model: Path, tmp_path: Pa
     long_text = " ".join([TEXT] * 6)  # longer than the 128-token context: several windows
     (tmp_path / "text.jsonl").write_text(json.dumps({"text": long_text}) + "\n" + json.dumps({"text": TEXT}) + "\n")
     tasks_dir = tmp_path / "lm_eval_tasks"
-    tasks_dir.mkdir()
-    for number, doc in enumerate(LM_EVAL_TASKS.format(mc=tmp_path / "mc.jsonl",
-                                                      text=tmp_path / "text.jsonl").split("---")):
-        (tasks_dir / f"task{number}.yaml").write_text(doc)
+    write_task(tasks_dir, "tiny_mc", tmp_path / "mc.jsonl", "multipleChoice")
+    write_task(tasks_dir, "tiny_text", tmp_path / "text.jsonl", "perplexity")
 
     document = evaluate(job(base_model, tmp_path / "out", [
         {"name": "ours-mc", "type": "multipleChoice", "dataUri": str(tmp_path / "mc.jsonl")},
