@@ -71,8 +71,13 @@ def desired_children(dataset: Dataset, settings: OperatorSettings) -> list[dict[
     return [config, job_from_plan(launch_plan(dataset, settings), meta, options)]
 
 
-def reconcile(dataset: Dataset, children: dict[str, list[dict[str, Any]]], settings: OperatorSettings,
-              now: datetime) -> Decision:
+def references(dataset: Dataset) -> list[tuple[str, str]]:
+    """A Dataset refers to no other resource."""
+    return []
+
+
+def reconcile(dataset: Dataset, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
+              settings: OperatorSettings, now: datetime) -> Decision:
     """Pure: the children this Dataset needs and its next status, given the children it owns now."""
     desired = desired_children(dataset, settings)
     job_name = desired[-1]["metadata"]["name"]

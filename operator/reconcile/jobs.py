@@ -1,8 +1,9 @@
 """A workload's Kubernetes Job: built from a launch plan (torchx AppDef), and read back into a state.
 
 The launch plan is the backend-neutral description (ARCHITECTURE §8): local mode runs the same AppDef
-on this machine; here the Kubernetes backend turns it into a Job. Multi-node plans (Indexed Job plus a
-headless Service for torchrun's rendezvous) arrive with the PretrainJob reconciler.
+on this machine; here the Kubernetes backend turns it into a Job. A role with several replicas becomes an
+Indexed Job whose pods find each other through a headless Service (pod `<job>-0.<service>` hosts torchrun's
+rendezvous); each pod learns its node rank from its completion index, as Kubeflow Trainer does it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .storage import pvc_volumes
 CONFIG_DIR = "/etc/llmops"
 CONFIG_FILE = "config.json"
 CONTAINER = "main"
+RENDEZVOUS_PORT = 29500
+COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,26 @@ def pod_failure_policy() -> dict[str, Any]:
     ]}
 
 
-def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: KubernetesOptions) -> dict[str, Any]:
-    """The Job that runs a single-role, single-replica launch plan."""
+def headless_service(metadata: dict[str, Any], selector: dict[str, str]) -> dict[str, Any]:
+    """The Service that gives each pod of an Indexed Job a stable DNS name for rendezvous."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+            "spec": {"clusterIP": "None", "selector": selector, "publishNotReadyAddresses": True,
+                     "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}]}}
+
+
+def torchrun_env(job_name: str, service: str, nodes: int, processes: int) -> dict[str, str]:
+    """torchrun reads its arguments from PET_* variables; the node rank comes from the pod (downward API)."""
+    master = "localhost" if nodes == 1 else f"{job_name}-0.{service}"
+    return {"PET_NNODES": str(nodes), "PET_NPROC_PER_NODE": str(processes), "PET_MASTER_ADDR": master,
+            "PET_MASTER_PORT": str(RENDEZVOUS_PORT)}
+
+
+def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: KubernetesOptions,
+                  service: str | None = None) -> dict[str, Any]:
+    """The Job that runs a single-role launch plan; several replicas make it Indexed, behind `service`."""
     (role,) = plan.roles
-    if role.num_replicas != 1:
-        raise NotImplementedError("multi-node launch plans arrive with the PretrainJob reconciler")
+    if role.num_replicas > 1 and service is None:
+        raise ValueError("a multi-replica launch plan needs a headless service for rendezvous")
     pvc_volumes_, pvc_mounts = pvc_volumes(list(options.pvc_uris))
     resources: dict[str, Any] = {"requests": dict(options.resources.requests), "limits": dict(options.resources.limits)}
     if role.resource.gpu:
@@ -73,8 +91,11 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     # Empty fields are left out: the API server drops them, and applied objects are compared with stored ones.
-    if role.env:
-        container["env"] = [{"name": k, "value": v} for k, v in sorted(role.env.items())]
+    env = [{"name": k, "value": v} for k, v in sorted(role.env.items())]
+    if "PET_NNODES" in role.env:
+        env.append({"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}}})
+    if env:
+        container["env"] = env
     if any(resources.values()):
         container["resources"] = {k: v for k, v in resources.items() if v}
     if options.credentials_secret:
@@ -84,6 +105,11 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
         "containers": [container],
         "volumes": [{"name": "config", "configMap": {"name": options.config_map}}, *pvc_volumes_],
     }
+    if "PET_NNODES" in role.env:  # torch workers share tensors through /dev/shm: give it room
+        pod_spec["volumes"].append({"name": "shm", "emptyDir": {"medium": "Memory"}})
+        container["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
+    if service:
+        pod_spec["subdomain"] = service
     placement = options.placement
     if placement.node_selector:
         pod_spec["nodeSelector"] = dict(placement.node_selector)
@@ -95,8 +121,9 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
         pod_spec["imagePullSecrets"] = [{"name": name} for name in options.image.pull_secrets]
     spec: dict[str, Any] = {
         "backoffLimit": options.backoff_limit,
-        "completions": 1,
-        "parallelism": 1,
+        "completions": role.num_replicas,
+        "parallelism": role.num_replicas,
+        "completionMode": "Indexed",
         "podFailurePolicy": pod_failure_policy(),
         "template": {"metadata": {"labels": dict(options.labels)}, "spec": pod_spec},
     }

@@ -18,9 +18,9 @@ import kopf
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from llmops.operator.api.v1alpha1 import GROUP, VERSION, Dataset, Resource
+from llmops.operator.api.v1alpha1 import GROUP, VERSION, Dataset, PretrainJob, Resource
 from llmops.operator.api.v1alpha1.common import Phase
-from llmops.operator.reconcile import dataset
+from llmops.operator.reconcile import dataset, pretrainjob
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
 from llmops.operator.reconcile.objects import LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
@@ -39,7 +39,10 @@ class Kind:
     """How one kind is reconciled: its model, its pure reconcile, the child kinds it owns."""
 
     model: type[Resource]
-    reconcile: Callable[[Any, dict[str, list[dict[str, Any]]], OperatorSettings, datetime], Decision]
+    reconcile: Callable[[Any, dict[str, list[dict[str, Any]]], dict[tuple[str, str], Any], OperatorSettings,
+                         datetime], Decision]
+    references: Callable[[Any], list[tuple[str, str]]]
+    """(kind, name) of the resources this one waits for; their events re-trigger its reconcile."""
 
     @property
     def name(self) -> str:
@@ -50,8 +53,9 @@ class Kind:
         return self.model.names.plural
 
 
-KINDS = (Kind(Dataset, dataset.reconcile),)
-OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"))  # child kinds, each indexed by owner
+KINDS = (Kind(Dataset, dataset.reconcile, dataset.references),
+         Kind(PretrainJob, pretrainjob.reconcile, pretrainjob.references))
+OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services"))  # indexed by owner
 
 
 def _snapshot(body: kopf.Body) -> dict[str, Any]:
@@ -66,14 +70,15 @@ class Controller:
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._phases: dict[tuple[str, str, str], str] = {}
 
-    async def reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]]) -> None:
+    async def reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]],
+                        refs: dict[tuple[str, str], Any]) -> None:
         meta = body["metadata"]
         key = (kind.name, meta["namespace"], meta["name"])
         lock = self._locks.setdefault(key, asyncio.Lock())
         started, outcome = time.perf_counter(), "success"
         async with lock:
             try:
-                await self._reconcile(kind, body, children)
+                await self._reconcile(kind, body, children, refs)
             except ApiException as error:
                 outcome = "retry" if error.status == 409 else "error"
                 raise kopf.TemporaryError(f"API error {error.status}: {error.reason}", delay=2) from error
@@ -84,11 +89,12 @@ class Controller:
                 self.metrics.reconciles.labels(kind.name, outcome).inc()
                 self.metrics.reconcile_seconds.labels(kind.name).observe(time.perf_counter() - started)
 
-    async def _reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]]) -> None:
+    async def _reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]],
+                         refs: dict[tuple[str, str], Any]) -> None:
         now = datetime.now(UTC)
         try:
             resource = kind.model.model_validate(body)
-            decision = kind.reconcile(resource, children, self.settings, now)
+            decision = kind.reconcile(resource, children, refs, self.settings, now)
         except (ValidationError, NotImplementedError) as error:
             # Admission should have caught it; if not (e.g. an unsupported option), say so and stop.
             await self._fail(kind, body, "InvalidSpec", str(error), now)
@@ -151,50 +157,81 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     """Register indexes and handlers for every kind on `registry`."""
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
 
-    def owner_key(namespace: str, labels: dict[str, str]) -> tuple[str, str, str]:
-        return (namespace, labels[LABEL_KIND], labels[LABEL_NAME])
+    def child_index(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, labels[LABEL_KIND], labels[LABEL_NAME]): _snapshot(body)}
 
     for group, version, plural in OWNED:
-        index_name = f"owned_{plural}"
+        kopf.index(group, version, plural, labels=managed, id=f"owned_{plural}", registry=registry)(child_index)
 
-        def index(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
-            return {owner_key(namespace, labels): _snapshot(body)}
-
-        kopf.index(group, version, plural, labels=managed, id=index_name, registry=registry)(index)
-
-    def children_of(namespace: str, kind_name: str, name: str, indexes: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {}
-        for _, _, plural in OWNED:
-            store = indexes[f"owned_{plural}"].get((namespace, kind_name, name), [])
-            for child in store:
-                out.setdefault(child["kind"], []).append(child)
-        return out
+    def resource_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): _snapshot(body)}
 
     for kind in KINDS:
-        _register_kind(registry, controller, kind, children_of, managed)
+        kopf.index(GROUP, VERSION, kind.plural, id=_index_id(kind), registry=registry)(resource_index)
+        _register_kind(registry, controller, kind, managed)
+
+
+def _index_id(kind: Kind) -> str:
+    return f"{kind.plural}_by_name"
+
+
+def _children_of(namespace: str, kind: Kind, name: str, indexes: dict[str, Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for _, _, plural in OWNED:
+        for child in indexes[f"owned_{plural}"].get((namespace, kind.name, name), []):
+            out.setdefault(child["kind"], []).append(child)
+    return out
+
+
+def _first(store: Any) -> Any:
+    return next(iter(store), None) if store is not None else None
+
+
+async def _reconcile_from_indexes(controller: Controller, kind: Kind, body: dict[str, Any],
+                                  indexes: dict[str, Any]) -> None:
+    """Observe the resource's children and the resources it references (from the indexes), then reconcile."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    by_kind = {k.name: k for k in KINDS}
+    try:
+        wanted = kind.references(kind.model.model_validate(body))
+    except (ValidationError, ValueError):
+        wanted = []  # the reconcile reports the invalid spec
+    refs = {(ref_kind, ref_name): _first(indexes[_index_id(by_kind[ref_kind])].get((namespace, ref_name)))
+            for ref_kind, ref_name in wanted if ref_kind in by_kind}
+    await controller.reconcile(kind, body, _children_of(namespace, kind, name, indexes), refs)
+
+
+async def _reconcile_dependents(controller: Controller, changed: Kind, namespace: str, name: str,
+                                indexes: dict[str, Any]) -> None:
+    """Re-reconcile every resource that references the one that changed (e.g. PretrainJobs of a Dataset)."""
+    for kind in KINDS:
+        for (ns, _), store in indexes[_index_id(kind)].items():
+            if ns != namespace:
+                continue
+            for body in store:
+                try:
+                    refs = kind.references(kind.model.model_validate(body))
+                except (ValidationError, ValueError):
+                    continue
+                if (changed.name, name) in refs:
+                    await _reconcile_from_indexes(controller, kind, body, indexes)
 
 
 def _register_kind(registry: kopf.OperatorRegistry, controller: Controller, kind: Kind,
-                   children_of: Callable[..., dict[str, list[Any]]], managed: dict[str, str]) -> None:
-    own_index = f"{kind.plural}_by_name"
-
-    def index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): _snapshot(body)}
-
-    kopf.index(GROUP, VERSION, kind.plural, id=own_index, registry=registry)(index)
-
-    async def on_event(type: str, body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
+                   managed: dict[str, str]) -> None:
+    async def on_event(type: str, body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
         if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
             controller.forget(kind, dict(body))
-            return
-        await controller.reconcile(kind, _snapshot(body), children_of(namespace, kind.name, name, kwargs))
+        else:
+            await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
+        await _reconcile_dependents(controller, kind, namespace, name, indexes)
 
-    async def on_child_event(namespace: str, labels: dict[str, str], **kwargs: Any) -> None:
-        for owner in kwargs[own_index].get((namespace, labels[LABEL_NAME]), []):
-            await controller.reconcile(kind, owner, children_of(namespace, kind.name, labels[LABEL_NAME], kwargs))
+    async def on_child_event(namespace: str, labels: dict[str, str], **indexes: Any) -> None:
+        for owner in indexes[_index_id(kind)].get((namespace, labels[LABEL_NAME]), []):
+            await _reconcile_from_indexes(controller, kind, owner, indexes)
 
-    async def resync(body: kopf.Body, namespace: str, name: str, **kwargs: Any) -> None:
-        await controller.reconcile(kind, _snapshot(body), children_of(namespace, kind.name, name, kwargs))
+    async def resync(body: kopf.Body, **indexes: Any) -> None:
+        await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
 
     kopf.on.event(GROUP, VERSION, kind.plural, id=f"{kind.plural}-event", registry=registry)(on_event)
     for group, version, plural in OWNED:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cluster.cluster import TestCluster, binaries_dir
 from tests.conftest import ROOT
@@ -48,6 +49,35 @@ def _processes_running_from(directory: Path) -> list[str]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
+
+
+def apply(kubectl: Kubectl, namespace: str, *manifests: dict) -> None:
+    kubectl("apply", "--server-side", "--field-manager=llmops-tests", "-n", namespace, "-f", "-",
+            input=yaml.safe_dump_all(list(manifests)))
+
+
+def get(kubectl: Kubectl, namespace: str, what: str) -> dict:
+    return json.loads(kubectl("get", what, "-n", namespace, "-o", "json").stdout)
+
+
+def exists(kubectl: Kubectl, namespace: str, what: str) -> bool:
+    return kubectl("get", what, "-n", namespace, check=False).returncode == 0
+
+
+def phase(kubectl: Kubectl, namespace: str, name: str, kind: str = "dataset") -> str | None:
+    return get(kubectl, namespace, f"{kind}.llmops.dev/{name}").get("status", {}).get("phase")
+
+
+def running_pod(cluster: TestCluster, namespace: str, job: str) -> str:
+    names: list[str] = []
+
+    def found() -> bool:
+        pods = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name={job}")
+        names[:] = [p["metadata"]["name"] for p in pods["items"] if p["status"].get("phase") == "Running"]
+        return bool(names)
+
+    wait_until(f"a running pod of {job}", found)
+    return names[0]
 
 
 @pytest.fixture(scope="session")

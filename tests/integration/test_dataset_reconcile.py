@@ -11,47 +11,27 @@ import signal
 import time
 
 import pytest
-import yaml
 
 from llmops.trainer.config import exit_codes
 from tests.cluster.cluster import TestCluster
 from tests.conftest import example, patched
-from tests.integration.conftest import ARTIFACT_ROOT, Kubectl, Operators, wait_until
+from tests.integration.conftest import (
+    ARTIFACT_ROOT,
+    Kubectl,
+    Operators,
+    apply,
+    exists,
+    get,
+    phase,
+    running_pod,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
 
 
-def apply(kubectl: Kubectl, namespace: str, *manifests: dict) -> None:
-    kubectl("apply", "--server-side", "--field-manager=llmops-tests", "-n", namespace, "-f", "-",
-            input=yaml.safe_dump_all(list(manifests)))
-
-
-def get(kubectl: Kubectl, namespace: str, what: str) -> dict:
-    return json.loads(kubectl("get", what, "-n", namespace, "-o", "json").stdout)
-
-
 def dataset(name: str) -> dict:
     return patched(example("Dataset"), {"metadata": {"name": name}})
-
-
-def exists(kubectl: Kubectl, namespace: str, what: str) -> bool:
-    return kubectl("get", what, "-n", namespace, check=False).returncode == 0
-
-
-def phase(kubectl: Kubectl, namespace: str, name: str) -> str | None:
-    return get(kubectl, namespace, f"dataset.llmops.dev/{name}").get("status", {}).get("phase")
-
-
-def running_pod(cluster: TestCluster, namespace: str, job: str) -> str:
-    names: list[str] = []
-
-    def found() -> bool:
-        pods = cluster.request("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=job-name={job}")
-        names[:] = [p["metadata"]["name"] for p in pods["items"] if p["status"].get("phase") == "Running"]
-        return bool(names)
-
-    wait_until(f"a running pod of {job}", found)
-    return names[0]
 
 
 def test_dataset_runs_as_a_job_and_succeeds(cluster: TestCluster, kubectl: Kubectl, namespace: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,8 @@ from llmops.operator.api.admission import parse
 from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.common import Condition, ConditionStatus, Phase
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
-from llmops.operator.reconcile import dataset
+from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
+from llmops.operator.reconcile import dataset, pretrainjob
 from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_condition, set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
 from llmops.operator.reconcile.jobs import job_state
@@ -82,7 +84,7 @@ def test_job_state(job: dict[str, Any] | None, want_phase: Phase, want_reason: s
 
 class TestDatasetReconcile:
     def test_children_are_a_config_map_and_a_job_named_by_generation(self) -> None:
-        decision = dataset.reconcile(make_dataset(generation=3), {}, SETTINGS, NOW)
+        decision = dataset.reconcile(make_dataset(generation=3), {}, {}, SETTINGS, NOW)
         assert [(c["kind"], c["metadata"]["name"]) for c in decision.children] == [
             ("ConfigMap", "shakespeare-data-3"), ("Job", "shakespeare-data-3")]
         for child in decision.children:
@@ -90,19 +92,19 @@ class TestDatasetReconcile:
             assert child["metadata"]["labels"]["llmops.dev/name"] == "shakespeare"
 
     def test_reconcile_is_deterministic(self) -> None:
-        one = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW)
-        two = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW)
+        one = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW)
+        two = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW)
         assert one == two
 
     def test_job_retries_preemption_for_free_and_fails_fast_on_config_errors(self) -> None:
-        job = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW).children[1]
+        job = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW).children[1]
         rules = job["spec"]["podFailurePolicy"]["rules"]
         assert rules[0]["action"] == "FailJob" and exit_codes.CONFIG_ERROR in rules[0]["onExitCodes"]["values"]
         assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [exit_codes.PREEMPTED]
         assert job["spec"]["backoffLimit"] == 2
 
     def test_pvc_output_is_mounted_and_handed_over_as_a_path(self) -> None:
-        config_map, job = dataset.reconcile(make_dataset(), {}, SETTINGS, NOW).children
+        config_map, job = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW).children
         assert '"outputUri": "/mnt/pvc/artifacts/team/datasets/shakespeare"' in config_map["data"]["config.json"]
         pod = job["spec"]["template"]["spec"]
         assert {"name": "pvc-artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}} in pod["volumes"]
@@ -110,20 +112,20 @@ class TestDatasetReconcile:
     def test_placement_image_and_credentials_reach_the_pod(self) -> None:
         ds = make_dataset(image={"image": "my/trainer:2"}, output={"credentialsSecret": "s3-creds"},
                           execution={"placement": {"nodeSelector": {"pool": "cpu"}}})
-        pod = dataset.reconcile(ds, {}, SETTINGS, NOW).children[1]["spec"]["template"]["spec"]
+        pod = dataset.reconcile(ds, {}, {}, SETTINGS, NOW).children[1]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["image"] == "my/trainer:2" and pod["nodeSelector"] == {"pool": "cpu"}
         assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
 
     def test_status_follows_the_job(self) -> None:
         ds = make_dataset()
-        pending = dataset.reconcile(ds, {}, SETTINGS, NOW)
+        pending = dataset.reconcile(ds, {}, {}, SETTINGS, NOW)
         assert pending.status["phase"] == "Pending" and pending.events[0].reason == "Creating"
         done_job = {"metadata": {"name": "shakespeare-data-1"},
                     "status": {"conditions": [{"type": "Complete", "status": "True"}],
                                "completionTime": "2026-11-24T12:05:00Z"}}
         ds.status = DatasetStatus.model_validate(pending.status)
-        done = dataset.reconcile(ds, {"Job": [done_job]}, SETTINGS, NOW)
+        done = dataset.reconcile(ds, {"Job": [done_job]}, {}, SETTINGS, NOW)
         assert done.status["phase"] == "Succeeded"
         assert done.status["artifactUri"] == "pvc://artifacts/team/datasets/shakespeare"
         assert {c["type"]: c["status"] for c in done.status["conditions"]} == {
@@ -132,7 +134,7 @@ class TestDatasetReconcile:
 
     def test_more_than_one_worker_is_not_supported_yet(self) -> None:
         with pytest.raises(NotImplementedError, match="spec.execution.workers"):
-            dataset.reconcile(make_dataset(execution={"workers": 4}), {}, SETTINGS, NOW)
+            dataset.reconcile(make_dataset(execution={"workers": 4}), {}, {}, SETTINGS, NOW)
 
 
 def test_storage_paths() -> None:
@@ -149,3 +151,69 @@ def test_subset_and_merge_patch() -> None:
     assert merge_patch({"a": 1, "b": {"c": 1, "d": 2}, "gone": 1}, {"a": 1, "b": {"c": 2, "d": 2}}) == {
         "gone": None, "b": {"c": 2}}
     assert merge_patch({"a": 1}, {"a": 1}) == {}
+
+
+class TestPretrainJobReconcile:
+    """A PretrainJob waits for its Dataset, then runs torchrun on an Indexed Job behind a headless Service."""
+
+    def job(self, **spec: Any) -> Any:
+        manifest = patched(example("PretrainJob"), {"metadata": {"namespace": "team", "uid": "uid-2",
+                                                                 "generation": 1}, "spec": spec})
+        return parse(manifest)
+
+    def dataset_body(self, phase: str, **status: Any) -> dict[str, Any]:
+        return {"status": {"phase": phase, **status}}
+
+    def test_waits_for_a_missing_dataset_and_says_so(self) -> None:
+        decision = pretrainjob.reconcile(self.job(), {}, {("Dataset", "shakespeare"): None}, SETTINGS, NOW)
+        assert decision.children == []
+        assert decision.status["phase"] == "Waiting" and decision.status["waitingFor"] == "Dataset shakespeare"
+        ready = next(c for c in decision.status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "WaitingForDataset" and "does not exist yet" in ready["message"]
+
+    def test_a_failed_dataset_fails_the_job_with_its_reason(self) -> None:
+        body = self.dataset_body("Failed", conditions=[{"type": "Failed", "status": "True", "message": "bad source"}])
+        decision = pretrainjob.reconcile(self.job(), {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        failed = next(c for c in decision.status["conditions"] if c["type"] == "Failed")
+        assert decision.status["phase"] == "Failed" and failed["reason"] == "DatasetFailed"
+        assert "bad source" in failed["message"]
+
+    def test_multi_node_gpu_run_once_the_dataset_succeeded(self) -> None:
+        job = self.job(nodePool={"nodes": 2, "gpusPerNode": 8, "nodeSelector": {"llmops.dev/pool": "gpu"},
+                                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]})
+        body = self.dataset_body("Succeeded", artifactUri="pvc://artifacts/team/datasets/shakespeare",
+                                 stats={"vocabSize": 2048})
+        decision = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        kinds = [(c["kind"], c["metadata"]["name"]) for c in decision.children]
+        assert kinds == [("ConfigMap", "tiny-shakespeare-train-1"), ("Service", "tiny-shakespeare-train-1"),
+                         ("Job", "tiny-shakespeare-train-1")]
+        job_spec = decision.children[2]["spec"]
+        assert job_spec["completions"] == job_spec["parallelism"] == 2 and job_spec["completionMode"] == "Indexed"
+        pod = job_spec["template"]["spec"]
+        (container,) = pod["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["PET_NNODES"] == "2" and env["PET_NPROC_PER_NODE"] == "8"
+        assert env["PET_MASTER_ADDR"] == "tiny-shakespeare-train-1-0.tiny-shakespeare-train-1"
+        assert pod["subdomain"] == "tiny-shakespeare-train-1" and container["image"] == SETTINGS.trainer_cuda_image
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 8
+        assert container["command"] == ["torchrun"] and container["args"][:2] == ["--no-python", "llmops-pretrain"]
+        config = json.loads(decision.children[0]["data"]["config.json"])
+        assert config["dataUri"] == "/mnt/pvc/artifacts/team/datasets/shakespeare"
+        assert decision.status["dataUri"] == "pvc://artifacts/team/datasets/shakespeare"
+
+    def test_a_compute_budget_sets_the_steps(self) -> None:
+        job = self.job(training={"maxSteps": None}, computeBudget={"flops": 1e15})
+        body = self.dataset_body("Succeeded", artifactUri="s3://b/d", stats={"vocabSize": 2048})
+        decision = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        config = json.loads(decision.children[0]["data"]["config.json"])
+        parameters = job.spec.model.parameter_count(2048)
+        assert config["training"]["maxSteps"] == int(1e15 / (6 * parameters * 16 * 128))
+
+    def test_a_started_run_keeps_its_data_when_the_dataset_reruns(self) -> None:
+        job = self.job()
+        body = self.dataset_body("Succeeded", artifactUri="s3://b/d")
+        first = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        job.status = TrainingStatus.model_validate(first.status)
+        rerun = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): self.dataset_body("Running")},
+                                      SETTINGS, NOW)
+        assert [c["kind"] for c in rerun.children] == ["ConfigMap", "Job"] and rerun.status["dataUri"] == "s3://b/d"

@@ -1,0 +1,122 @@
+"""PretrainJob: wait for its Dataset, then run torchrun on `nodes` pods (an Indexed Job + headless Service).
+
+Children are named by spec generation, like the Dataset's; the data location is resolved once, when the
+run starts, and kept in status, so a Dataset re-running later does not pull the rug from under a run.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from torchx import specs
+
+from llmops.operator.api.v1alpha1 import PretrainJob
+from llmops.operator.api.v1alpha1.common import Phase
+from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
+from llmops.operator.runtime.settings import OperatorSettings
+from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
+
+from .conditions import set_condition
+from .dependencies import dependency
+from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, headless_service, job_from_plan, job_state, torchrun_env
+from .objects import labels, metadata
+from .storage import local_path
+from .workload import Decision, Event, workload_status
+
+ENTRYPOINT = "llmops-pretrain"
+
+
+def references(job: PretrainJob) -> list[tuple[str, str]]:
+    return [("Dataset", job.spec.data.dataset)] if job.spec.data.dataset else []
+
+
+def output_uri(job: PretrainJob, settings: OperatorSettings) -> str:
+    return job.spec.output.uri or f"{settings.artifact_root}/{job.metadata.namespace}/pretrainjobs/" \
+        f"{job.metadata.name}"
+
+
+def run_config(job: PretrainJob, data_uri: str, vocab_size: int | None,
+               settings: OperatorSettings) -> PretrainRunConfig:
+    spec = job.spec
+    training = spec.training
+    if spec.compute_budget is not None:
+        vocab = spec.model.vocab_size or vocab_size or 32000
+        world = spec.node_pool.nodes * max(1, spec.node_pool.gpus_per_node)
+        tokens_per_step = (training.batch.micro_batch_size * training.batch.gradient_accumulation_steps
+                           * spec.model.context_length * world)
+        steps = steps_for_budget(spec.compute_budget, spec.model.parameter_count(vocab), tokens_per_step)
+        training = training.model_copy(update={"max_steps": steps})
+    return PretrainRunConfig(
+        data_uri=local_path(data_uri), output_uri=local_path(output_uri(job, settings)), model=spec.model,
+        training=training, checkpoint=spec.checkpoint,
+        lineage={"pretrainJob": f"{job.metadata.namespace}/{job.metadata.name}",
+                 **({"dataset": spec.data.dataset} if spec.data.dataset else {})})
+
+
+def desired_children(job: PretrainJob, config: PretrainRunConfig, data_uri: str,
+                     settings: OperatorSettings) -> list[dict[str, Any]]:
+    spec, pool = job.spec, job.spec.node_pool
+    suffix = f"train-{job.metadata.generation or 1}"
+    meta = metadata(job, suffix)
+    children: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                                       "data": {CONFIG_FILE: json.dumps(config.to_wire(), indent=2, sort_keys=True)}}]
+    service = None
+    if pool.nodes > 1:
+        service = meta["name"]
+        children.append(headless_service(meta, {**labels(job), "job-name": meta["name"]}))
+    default_image = settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image
+    role = specs.Role(
+        name="trainer", image=spec.image.image or default_image, entrypoint="torchrun",
+        args=["--no-python", ENTRYPOINT, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        env=torchrun_env(meta["name"], service or "", pool.nodes, max(1, pool.gpus_per_node)),
+        num_replicas=pool.nodes, resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
+    options = KubernetesOptions(
+        config_map=meta["name"], resources=pool.resources, placement=pool, image=spec.image,
+        backoff_limit=spec.backoff_limit, active_deadline_seconds=spec.active_deadline_seconds,
+        queue_name=pool.queue_name, credentials_secret=spec.output.credentials_secret,
+        pvc_uris=(output_uri(job, settings), data_uri), labels=labels(job))
+    children.append(job_from_plan(specs.AppDef(name=job.metadata.name, roles=[role]), meta, options, service))
+    return children
+
+
+def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
+              settings: OperatorSettings, now: datetime) -> Decision:
+    """Pure: wait for the data, then the children of this generation and the status they imply."""
+    previous = job.status or TrainingStatus()
+    generation = job.metadata.generation
+    data_uri = previous.data_uri if previous.observed_generation == generation else None
+    vocab_size = None
+    if data_uri is None and job.spec.data.uri:
+        data_uri = job.spec.data.uri
+    elif data_uri is None and job.spec.data.dataset:
+        name = job.spec.data.dataset
+        body = refs.get(("Dataset", name))
+        needed = dependency("Dataset", name, body)
+        if not needed.ready:
+            return _waiting(previous, generation, now, f"Dataset {name}", needed.message, failed=needed.failed)
+        data_uri = needed.artifact_uri
+        vocab_size = ((body or {}).get("status") or {}).get("stats", {}).get("vocabSize")
+    assert data_uri is not None
+    config = run_config(job, data_uri, vocab_size, settings)
+    desired = desired_children(job, config, data_uri, settings)
+    job_name = desired[-1]["metadata"]["name"]
+    observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
+    status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
+                                     job_name=job_name, artifact_uri=f"{output_uri(job, settings)}/model", now=now)
+    status.data_uri, status.waiting_for = data_uri, None
+    return Decision(children=desired, status=status.to_wire(), events=events)
+
+
+def _waiting(previous: TrainingStatus, generation: int | None, now: datetime, what: str, message: str,
+             failed: bool) -> Decision:
+    status = previous.model_copy(deep=True)
+    old_phase = status.phase
+    status.phase = Phase.FAILED if failed else Phase.WAITING
+    status.observed_generation, status.waiting_for = generation, None if failed else what
+    reason = f"{what.split()[0]}Failed" if failed else f"WaitingFor{what.split()[0]}"
+    for type_, value in (("Succeeded", False), ("Failed", failed), ("Progressing", not failed), ("Ready", False)):
+        set_condition(status.conditions, type_, value, reason, message, now, generation)
+    events = [] if old_phase == status.phase else [Event("Warning" if failed else "Normal", reason, message)]
+    return Decision(children=[], status=status.to_wire(), events=events)
