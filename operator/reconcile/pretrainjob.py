@@ -13,17 +13,15 @@ from typing import Any
 from torchx import specs
 
 from llmops.operator.api.v1alpha1 import PretrainJob
-from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
 
-from .conditions import set_condition
 from .dependencies import dependency
 from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, headless_service, job_from_plan, job_state, torchrun_env
 from .objects import labels, metadata
 from .storage import local_path
-from .workload import Decision, Event, workload_status
+from .workload import Decision, waiting, workload_status
 
 ENTRYPOINT = "llmops-pretrain"
 
@@ -95,7 +93,7 @@ def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs:
         body = refs.get(("Dataset", name))
         needed = dependency("Dataset", name, body)
         if not needed.ready:
-            return _waiting(previous, generation, now, f"Dataset {name}", needed.message, failed=needed.failed)
+            return waiting(previous, generation, now, f"Dataset {name}", needed.message, failed=needed.failed)
         data_uri = needed.artifact_uri
         vocab_size = ((body or {}).get("status") or {}).get("stats", {}).get("vocabSize")
     assert data_uri is not None
@@ -105,18 +103,5 @@ def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs:
     observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
     status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
                                      job_name=job_name, artifact_uri=f"{output_uri(job, settings)}/model", now=now)
-    status.data_uri, status.waiting_for = data_uri, None
+    status.data_uri = data_uri
     return Decision(children=desired, status=status.to_wire(), events=events)
-
-
-def _waiting(previous: TrainingStatus, generation: int | None, now: datetime, what: str, message: str,
-             failed: bool) -> Decision:
-    status = previous.model_copy(deep=True)
-    old_phase = status.phase
-    status.phase = Phase.FAILED if failed else Phase.WAITING
-    status.observed_generation, status.waiting_for = generation, None if failed else what
-    reason = f"{what.split()[0]}Failed" if failed else f"WaitingFor{what.split()[0]}"
-    for type_, value in (("Succeeded", False), ("Failed", failed), ("Progressing", not failed), ("Ready", False)):
-        set_condition(status.conditions, type_, value, reason, message, now, generation)
-    events = [] if old_phase == status.phase else [Event("Warning" if failed else "Normal", reason, message)]
-    return Decision(children=[], status=status.to_wire(), events=events)

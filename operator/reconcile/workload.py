@@ -43,6 +43,7 @@ def workload_status(previous: StatusT, state: JobState, *, generation: int | Non
     status.completion_time = state.completion_time if done else None
     status.restarts = state.failed_pods
     status.artifact_uri = artifact_uri if state.phase is Phase.SUCCEEDED else None
+    status.waiting_for = None
     for type_, value in (("Succeeded", state.phase is Phase.SUCCEEDED), ("Failed", state.phase is Phase.FAILED),
                          ("Progressing", not done), ("Ready", state.phase is Phase.SUCCEEDED)):
         set_condition(status.conditions, type_, value, state.reason, state.message, now, generation)
@@ -50,3 +51,18 @@ def workload_status(previous: StatusT, state: JobState, *, generation: int | Non
     if old_phase != state.phase:
         events.append(Event("Warning" if state.phase is Phase.FAILED else "Normal", state.reason, state.message))
     return status, events
+
+
+def waiting(previous: StatusT, generation: int | None, now: datetime, what: str, message: str,
+            failed: bool) -> Decision:
+    """Waiting for (or failed because of) a referenced resource: no children yet, and a status that says why."""
+    status = previous.model_copy(deep=True)
+    old_phase = status.phase
+    status.phase = Phase.FAILED if failed else Phase.WAITING
+    status.observed_generation = generation
+    status.waiting_for = None if failed else what
+    reason = f"{what.split()[0]}Failed" if failed else f"WaitingFor{what.split()[0]}"
+    for type_, value in (("Succeeded", False), ("Failed", failed), ("Progressing", not failed), ("Ready", False)):
+        set_condition(status.conditions, type_, value, reason, message, now, generation)
+    events = [] if old_phase == status.phase else [Event("Warning" if failed else "Normal", reason, message)]
+    return Decision(children=[], status=status.to_wire(), events=events)

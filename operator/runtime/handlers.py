@@ -18,9 +18,9 @@ import kopf
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from llmops.operator.api.v1alpha1 import GROUP, VERSION, Dataset, PretrainJob, Resource
+from llmops.operator.api.v1alpha1 import GROUP, VERSION, Dataset, Evaluation, FineTune, PretrainJob, Resource
 from llmops.operator.api.v1alpha1.common import Phase
-from llmops.operator.reconcile import dataset, pretrainjob
+from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
 from llmops.operator.reconcile.objects import LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
@@ -54,8 +54,12 @@ class Kind:
 
 
 KINDS = (Kind(Dataset, dataset.reconcile, dataset.references),
-         Kind(PretrainJob, pretrainjob.reconcile, pretrainjob.references))
-OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services"))  # indexed by owner
+         Kind(PretrainJob, pretrainjob.reconcile, pretrainjob.references),
+         Kind(FineTune, finetune.reconcile, finetune.references),
+         Kind(Evaluation, evaluation.reconcile, evaluation.references))
+# Child kinds, each indexed by owner. Pods are only read (a workload's results, failure causes), never written.
+OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "pods"))
+WRITTEN = {"Job", "ConfigMap", "Service"}
 
 
 def _snapshot(body: kopf.Body) -> dict[str, Any]:
@@ -101,7 +105,8 @@ class Controller:
             return
 
         wanted = {(c["kind"], c["metadata"]["name"]) for c in decision.children}
-        existing = {(c["kind"], c["metadata"]["name"]): c for group in children.values() for c in group}
+        existing = {(c["kind"], c["metadata"]["name"]): c for kind_name, group in children.items()
+                    if kind_name in WRITTEN for c in group}
         for child in decision.children:
             stored = existing.get((child["kind"], child["metadata"]["name"]))
             if stored is None or not is_subset(child, stored):

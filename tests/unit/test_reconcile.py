@@ -13,7 +13,7 @@ from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.common import Condition, ConditionStatus, Phase
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
-from llmops.operator.reconcile import dataset, pretrainjob
+from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_condition, set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
 from llmops.operator.reconcile.jobs import job_state
@@ -217,3 +217,41 @@ class TestPretrainJobReconcile:
         rerun = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): self.dataset_body("Running")},
                                       SETTINGS, NOW)
         assert [c["kind"] for c in rerun.children] == ["ConfigMap", "Job"] and rerun.status["dataUri"] == "s3://b/d"
+
+
+def succeeded(uri: str) -> dict[str, Any]:
+    return {"status": {"phase": "Succeeded", "artifactUri": uri}}
+
+
+class TestFineTuneAndEvaluationReconcile:
+    def test_fine_tune_waits_for_its_base_then_trains_from_its_model(self) -> None:
+        ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
+        waiting_decision = finetune.reconcile(ft, {}, {("PretrainJob", "tiny-shakespeare"): None}, SETTINGS, NOW)
+        assert waiting_decision.status["phase"] == "Waiting"
+        assert waiting_decision.status["waitingFor"] == "PretrainJob tiny-shakespeare"
+        refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
+        decision = finetune.reconcile(ft, {}, refs, SETTINGS, NOW)
+        config = json.loads(decision.children[0]["data"]["config.json"])
+        assert config["baseUri"] == "s3://b/team/pretrainjobs/tiny-shakespeare/model"
+        assert config["method"] == "lora" and config["lora"]["rank"] == 8
+        assert decision.children[1]["spec"]["template"]["spec"]["containers"][0]["command"] == ["llmops-finetune"]
+
+    def test_evaluation_reads_its_verdict_from_the_pod_termination_message(self) -> None:
+        ev = parse(patched(example("Evaluation"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
+        refs = {("FineTune", "tiny-shakespeare-lora"): succeeded("s3://b/m"),
+                ("Dataset", "shakespeare"): succeeded("s3://b/d")}
+        first = evaluation.reconcile(ev, {}, refs, SETTINGS, NOW)
+        config = json.loads(first.children[0]["data"]["config.json"])
+        assert config["modelUri"] == "s3://b/m" and config["tasks"][0]["dataUri"] == "s3://b/d"
+        job_name = first.children[1]["metadata"]["name"]
+        done_job = {"metadata": {"name": job_name}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+        message = json.dumps({"verdict": "Failed", "results": [
+            {"task": "heldout", "metric": "perplexity", "value": 512.0, "threshold": "<= 400", "margin": -112.0,
+             "passed": False}]})
+        pod = {"metadata": {"labels": {"job-name": job_name}},
+               "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": message}}}]}}
+        done = evaluation.reconcile(ev, {"Job": [done_job], "Pod": [pod]}, refs, SETTINGS, NOW)
+        assert done.status["phase"] == "Succeeded" and done.status["verdict"] == "Failed"
+        passed = next(c for c in done.status["conditions"] if c["type"] == "Passed")
+        assert passed["status"] == "False" and "heldout/perplexity 512" in passed["message"]
+        assert "VerdictFailed" in [e.reason for e in done.events]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -49,3 +51,17 @@ def test_a_threshold_on_an_unmeasured_metric_fails_and_says_why() -> None:
     decision, (result, other) = verdict([threshold(metric="f1", min=0.1)], {("t", "acc"): 1.0}, {})
     assert decision == "Failed" and math.isnan(result.value) and "was not measured" in result.threshold
     assert (other.metric, other.passed) == ("acc", None)
+
+
+def test_the_verdict_fits_the_termination_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.trainer.evaluate import cli
+
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    monkeypatch.setattr(cli, "TERMINATION_LOG", log)
+    results = [{"task": f"task-{i}", "metric": "acc", "value": 0.5, "threshold": ">= 0.4", "passed": True}
+               for i in range(200)]
+    cli.report_to_operator({"verdict": "Passed", "results": results})
+    message = json.loads(log.read_text())
+    assert message["verdict"] == "Passed" and 0 < len(message["results"]) < 200
+    assert len(log.read_text()) <= cli.MESSAGE_LIMIT

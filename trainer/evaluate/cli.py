@@ -6,9 +6,11 @@ A Failed verdict is a result, not an error: the process exits 0 and the operator
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -18,6 +20,22 @@ from llmops.trainer.config.evaluate import EvalJobConfig
 
 from .run import ModelLoadError, evaluate
 from .tasks import TaskDataError
+
+TERMINATION_LOG = Path("/dev/termination-log")
+MESSAGE_LIMIT = 4096  # what Kubernetes keeps of a termination message
+
+
+def report_to_operator(document: dict[str, Any]) -> None:
+    """Leave the verdict and as many results as fit in the pod's termination message (the operator reads it)."""
+    if not TERMINATION_LOG.exists():
+        return
+    results = list(document["results"])
+    while True:
+        message = json.dumps({"verdict": document["verdict"], "results": results}, separators=(",", ":"))
+        if len(message) <= MESSAGE_LIMIT or not results:
+            break
+        results.pop()
+    TERMINATION_LOG.write_text(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValidationError, yaml.YAMLError, TaskDataError, ModelLoadError, NotImplementedError) as error:
         print(f"llmops-evaluate: {error}", file=sys.stderr)
         return exit_codes.CONFIG_ERROR
+    report_to_operator(document)
     print(f"llmops-evaluate: {document['verdict']}", file=sys.stderr)
     for result in document["results"]:
         print(f"  {result['task']}/{result['metric']} = {result['value']:.6g} {result.get('threshold', '')}",

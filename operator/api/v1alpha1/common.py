@@ -287,6 +287,9 @@ class WorkloadStatus(StatusModel):
     restarts: int = 0
     """Times the workload was restarted (e.g. after preemption)."""
 
+    waiting_for: str | None = None
+    """What the resource waits for before it can start, e.g. "Dataset shakespeare"."""
+
 
 @dataclass(frozen=True)
 class PrinterColumn:

@@ -138,9 +138,6 @@ class TrainingStatus(WorkloadStatus):
     data_uri: str | None = None
     """The training data this run uses, resolved when it started (a referenced Dataset's artifact)."""
 
-    waiting_for: str | None = None
-    """What the resource waits for before it can start, e.g. "Dataset shakespeare"."""
-
 
 TRAINING_COLUMNS = (
     PHASE_COLUMN,

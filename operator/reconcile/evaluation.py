@@ -1,0 +1,124 @@
+"""Evaluation: wait for the model (and baseline, and task datasets), run one scoring pod, read the verdict.
+
+The workload writes its verdict and results as JSON to the pod's termination message, so the operator
+learns them from the pod status, with no access to the artifact store.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmops.operator.api.v1alpha1 import Evaluation
+from llmops.operator.api.v1alpha1.common import Phase
+from llmops.operator.api.v1alpha1.evaluation import EvaluationStatus, MetricResult, Verdict
+from llmops.operator.runtime.settings import OperatorSettings
+from llmops.trainer.config.evaluate import EvalJobConfig
+
+from .conditions import set_condition
+from .dependencies import dependency
+from .jobs import job_state
+from .storage import local_path
+from .training import default_output, model_reference, resolve_model, single_pod_children
+from .workload import Decision, Event, waiting, workload_status
+
+ENTRYPOINT = "llmops-evaluate"
+
+
+def references(evaluation: Evaluation) -> list[tuple[str, str]]:
+    spec = evaluation.spec
+    out = [target] if (target := model_reference(spec.model)) else []
+    if spec.baseline and (target := model_reference(spec.baseline)):
+        out.append(target)
+    return out + [("Dataset", task.dataset) for task in spec.tasks if task.dataset]
+
+
+def verdict_from_pods(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The results the workload left in a terminated container's message, if any."""
+    for pod in pods:
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            message = (container.get("state", {}).get("terminated") or {}).get("message")
+            if message:
+                try:
+                    document = json.loads(message)
+                except json.JSONDecodeError:
+                    continue
+                if document.get("verdict") in ("Passed", "Failed"):
+                    return document
+    return None
+
+
+def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
+              settings: OperatorSettings, now: datetime) -> Decision:
+    previous, spec = evaluation.status or EvaluationStatus(), evaluation.spec
+    generation = evaluation.metadata.generation
+    if spec.baseline and spec.baseline.deployment:
+        raise NotImplementedError("baseline.deployment is not built yet: name the baseline's pretrainJob, fineTune "
+                                  "or uri")
+    model = resolve_model(spec.model, refs)
+    if not model.ready:
+        what = " ".join(model_reference(spec.model) or ("model", ""))
+        return waiting(previous, generation, now, what, model.message, failed=model.failed)
+    baseline_uri = None
+    if spec.baseline:
+        baseline = resolve_model(spec.baseline, refs)
+        if not baseline.ready:
+            what = " ".join(model_reference(spec.baseline) or ("baseline", ""))
+            return waiting(previous, generation, now, what, baseline.message, failed=baseline.failed)
+        baseline_uri = baseline.artifact_uri
+    tasks, inputs = [], [model.artifact_uri or "", baseline_uri or ""]
+    for task in spec.tasks:
+        data_uri = task.uri
+        if task.dataset:
+            data = dependency("Dataset", task.dataset, refs.get(("Dataset", task.dataset)))
+            if not data.ready:
+                return waiting(previous, generation, now, f"Dataset {task.dataset}", data.message, data.failed)
+            data_uri = data.artifact_uri
+        inputs.append(data_uri or "")
+        settings_only = task.model_dump(exclude={"dataset", "uri"})
+        tasks.append({**settings_only, "data_uri": local_path(data_uri) if data_uri else None})
+    output = spec.output.uri or default_output(evaluation, settings)
+    config = EvalJobConfig.model_validate({
+        "model_uri": local_path(model.artifact_uri or ""), "baseline_uri": local_path(baseline_uri) if baseline_uri
+        else None, "tasks": tasks, "thresholds": [t.model_dump() for t in spec.thresholds], "seed": spec.seed,
+        "batch_size": spec.batch_size, "output_uri": local_path(output), "name": evaluation.metadata.name})
+    pool = spec.node_pool
+    desired = single_pod_children(
+        evaluation, "eval", ENTRYPOINT, config.to_wire(),
+        {"resources": pool.resources, "placement": pool, "image": spec.image, "backoff_limit": spec.backoff_limit,
+         "queue_name": pool.queue_name, "credentials_secret": spec.output.credentials_secret,
+         "pvc_uris": tuple(u for u in (output, *inputs) if u)},
+        spec.image.image or (settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image),
+        pool.gpus_per_node)
+    job_name = desired[-1]["metadata"]["name"]
+    observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
+    status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
+                                     job_name=job_name, artifact_uri=f"{output}/results.json", now=now)
+    if status.phase is Phase.SUCCEEDED:
+        pods = [p for p in children.get("Pod", []) if p["metadata"].get("labels", {}).get("job-name") == job_name]
+        events += _apply_verdict(status, verdict_from_pods(pods), generation, now, previous.verdict)
+    return Decision(children=desired, status=status.to_wire(), events=events)
+
+
+def _apply_verdict(status: EvaluationStatus, document: dict[str, Any] | None, generation: int | None,
+                   now: datetime, previous: Verdict | None) -> list[Event]:
+    if document is None:
+        set_condition(status.conditions, "Passed", "Unknown", "NoResults",
+                      "the evaluation finished without reporting results", now, generation)
+        return []
+    try:
+        status.results = [MetricResult.model_validate(r) for r in document.get("results", [])]
+    except ValidationError:
+        status.results = []
+    status.verdict = Verdict(document["verdict"])
+    passed = status.verdict is Verdict.PASSED
+    failing = [f"{r.task}/{r.metric.value} {r.value:.4g} (needs {r.threshold})" for r in status.results
+               if r.passed is False]
+    message = "every threshold held" if passed else "failed: " + "; ".join(failing)
+    set_condition(status.conditions, "Passed", passed, status.verdict.value, message, now, generation)
+    if previous == status.verdict:
+        return []
+    return [Event("Normal" if passed else "Warning", f"Verdict{status.verdict.value}", message)]

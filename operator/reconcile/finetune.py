@@ -1,0 +1,62 @@
+"""FineTune: wait for its base model (a PretrainJob's or another FineTune's) and data, then one training pod."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from llmops.operator.api.v1alpha1 import FineTune
+from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
+from llmops.operator.runtime.settings import OperatorSettings
+from llmops.trainer.config.finetune import FineTuneRunConfig
+
+from .dependencies import dependency
+from .jobs import job_state
+from .storage import local_path
+from .training import default_output, model_reference, resolve_model, single_pod_children
+from .workload import Decision, waiting, workload_status
+
+ENTRYPOINT = "llmops-finetune"
+
+
+def references(ft: FineTune) -> list[tuple[str, str]]:
+    out = [target] if (target := model_reference(ft.spec.base)) else []
+    return out + ([("Dataset", ft.spec.data.dataset)] if ft.spec.data.dataset else [])
+
+
+def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
+              settings: OperatorSettings, now: datetime) -> Decision:
+    previous, generation, spec = ft.status or TrainingStatus(), ft.metadata.generation, ft.spec
+    if spec.node_pool.nodes > 1:
+        raise NotImplementedError("multi-node fine-tuning is not built yet: set spec.nodePool.nodes to 1")
+    base = resolve_model(spec.base, refs)
+    if not base.ready:
+        what = " ".join(model_reference(spec.base) or ("model", ""))
+        return waiting(previous, generation, now, what, base.message, failed=base.failed)
+    data_uri = spec.data.uri
+    if spec.data.dataset:
+        data = dependency("Dataset", spec.data.dataset, refs.get(("Dataset", spec.data.dataset)))
+        if not data.ready:
+            return waiting(previous, generation, now, f"Dataset {spec.data.dataset}", data.message, data.failed)
+        data_uri = f"{data.artifact_uri}/documents.jsonl"
+    assert base.artifact_uri and data_uri
+    output = spec.output.uri or default_output(ft, settings)
+    method_settings = {k: v for k, v in (("sft", spec.sft), ("lora", spec.lora), ("dpo", spec.dpo)) if v is not None}
+    config = FineTuneRunConfig(
+        base_uri=local_path(base.artifact_uri), data_uri=local_path(data_uri), output_uri=local_path(output),
+        method=spec.method, classification=spec.classification, training=spec.training, **method_settings,
+        data=spec.data.model_dump(include={"fields", "validation_fraction", "max_examples", "max_length"}),
+        lineage={"fineTune": f"{ft.metadata.namespace}/{ft.metadata.name}", "base": base.artifact_uri})
+    pool = spec.node_pool
+    desired = single_pod_children(
+        ft, "finetune", ENTRYPOINT, config.to_wire(),
+        {"resources": pool.resources, "placement": pool, "image": spec.image, "backoff_limit": spec.backoff_limit,
+         "queue_name": pool.queue_name, "credentials_secret": spec.output.credentials_secret,
+         "pvc_uris": (output, base.artifact_uri, data_uri)},
+        spec.image.image or (settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image),
+        pool.gpus_per_node)
+    job_name = desired[-1]["metadata"]["name"]
+    observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
+    status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
+                                     job_name=job_name, artifact_uri=f"{output}/model", now=now)
+    return Decision(children=desired, status=status.to_wire(), events=events)

@@ -1,0 +1,60 @@
+"""The lifecycle on the test cluster: Dataset -> PretrainJob -> FineTune -> Evaluation, applied at once.
+
+Each waits for the one before it and starts by itself; kwok plays the pods, the test ends them, and the
+Evaluation's verdict reaches its status from the pod's termination message.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cluster.cluster import TestCluster
+from tests.conftest import example
+from tests.integration.conftest import Kubectl, Operators, apply, get, phase, running_pod, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
+
+
+def finish_all(cluster: TestCluster, namespace: str, job: str, message: str | None = None) -> None:
+    pod = running_pod(cluster, namespace, job)
+    cluster.finish_pod(namespace, pod, exit_code=0)
+    if message is not None:  # what llmops-evaluate writes to /dev/termination-log
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
+        current = cluster.request("GET", path)
+        statuses = current["status"]["containerStatuses"]
+        statuses[0]["state"]["terminated"]["message"] = message
+        cluster.request("PATCH", path, {"status": {"containerStatuses": statuses}},
+                        content_type="application/strategic-merge-patch+json")
+
+
+def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl: Kubectl, namespace: str,
+                                                   operators: Operators) -> None:
+    operators.start("op")
+    apply(kubectl, namespace, *(example(kind) for kind in ("Evaluation", "FineTune", "PretrainJob", "Dataset")))
+
+    def waiting_for(kind: str, name: str) -> str | None:
+        return (get(kubectl, namespace, f"{kind}.llmops.dev/{name}").get("status") or {}).get("waitingFor")
+
+    wait_until("the chain waits", lambda: waiting_for("pretrainjob", "tiny-shakespeare") == "Dataset shakespeare"
+               and waiting_for("finetune", "tiny-shakespeare-lora") == "PretrainJob tiny-shakespeare"
+               and waiting_for("evaluation", "tiny-shakespeare-lora") == "FineTune tiny-shakespeare-lora")
+
+    finish_all(cluster, namespace, "shakespeare-data-1")
+    finish_all(cluster, namespace, "tiny-shakespeare-train-1")
+    finish_all(cluster, namespace, "tiny-shakespeare-lora-finetune-1")
+    wait_until("FineTune Succeeded", lambda: phase(kubectl, namespace, "tiny-shakespeare-lora", "finetune")
+               == "Succeeded")
+    config = json.loads(get(kubectl, namespace, "configmap/tiny-shakespeare-lora-eval-1")["data"]["config.json"])
+    assert config["modelUri"].endswith(f"/{namespace}/finetunes/tiny-shakespeare-lora/model")
+
+    verdict = {"verdict": "Passed", "results": [
+        {"task": "heldout", "metric": "perplexity", "value": 123.0, "threshold": "<= 400", "margin": 277.0,
+         "passed": True}]}
+    finish_all(cluster, namespace, "tiny-shakespeare-lora-eval-1", json.dumps(verdict))
+    kubectl("wait", "--for=condition=Passed", "evaluation.llmops.dev/tiny-shakespeare-lora", "-n", namespace,
+            "--timeout=60s")
+    status = get(kubectl, namespace, "evaluation.llmops.dev/tiny-shakespeare-lora")["status"]
+    assert status["verdict"] == "Passed" and status["results"][0]["value"] == 123.0
+    assert "Passed" in kubectl("get", "llmeval", "-n", namespace).stdout
