@@ -1,6 +1,6 @@
 """Offline admission: check a manifest the way the API server checks it against our CRDs.
 
-Same order as the API server: drop nulls, apply schema defaults, validate the structural schema with
+Same order as the API server: apply schema defaults (also in place of nulls), validate the structural schema with
 strict field validation (unknown fields are errors, as with `kubectl apply`'s default), then evaluate the
 CEL rules at every node that has them (transition rules only when an old object is given). It reads the
 generated schemas, so it checks what the cluster will check; local mode (`llmops run`) and
@@ -64,7 +64,7 @@ def admit(manifest: dict[str, Any], old: dict[str, Any] | None = None) -> dict[s
         raise AdmissionError(name, [Violation("metadata.name", "Required value")])
 
     schema, validator = _schemas(kind)
-    obj = apply_defaults(schema, _drop_nulls(copy.deepcopy(manifest)))
+    obj = apply_defaults(schema, copy.deepcopy(manifest))
     violations = [_violation(error) for error in validator.iter_errors(obj)]
     if not violations:  # CEL needs well-typed input, as on the server
         violations = list(_cel_violations(schema, obj, old, path=""))
@@ -93,7 +93,8 @@ def apply_defaults(schema: Schema, value: Any) -> Any:
     """Structural defaulting: fill missing properties that have a default, recursively, top-down."""
     if isinstance(value, dict):
         for name, child in schema.get("properties", {}).items():
-            if name not in value and "default" in child:
+            # A null is replaced by the default where there is one; elsewhere it stays, and fails validation.
+            if (name not in value or value[name] is None) and "default" in child:
                 value[name] = copy.deepcopy(child["default"])
             if name in value:
                 value[name] = apply_defaults(child, value[name])
@@ -103,15 +104,6 @@ def apply_defaults(schema: Schema, value: Any) -> Any:
                 value[key] = apply_defaults(extra, value[key])
     elif isinstance(value, list) and "items" in schema:
         value[:] = [apply_defaults(schema["items"], item) for item in value]
-    return value
-
-
-def _drop_nulls(value: Any) -> Any:
-    # Our schemas have no nullable fields: the API server drops explicit nulls before validation.
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
     return value
 
 

@@ -17,7 +17,7 @@ from llmops.operator.api.v1alpha1.dataset import DatasetStatus
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.data import DataJobConfig, PipelineConfig
 
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_from_plan, job_state
+from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_and_pods, job_from_plan, job_state
 from .objects import labels, metadata
 from .storage import local_path
 from .workload import Decision, workload_status
@@ -81,8 +81,8 @@ def reconcile(dataset: Dataset, children: dict[str, list[dict[str, Any]]], refs:
     """Pure: the children this Dataset needs and its next status, given the children it owns now."""
     desired = desired_children(dataset, settings)
     job_name = desired[-1]["metadata"]["name"]
-    job = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
-    status, events = workload_status(dataset.status or DatasetStatus(), job_state(job, job_name),
+    job, pods = job_and_pods(children, job_name)
+    status, events = workload_status(dataset.status or DatasetStatus(), job_state(job, job_name, pods),
                                      generation=dataset.metadata.generation, job_name=job_name,
                                      artifact_uri=output_uri(dataset, settings), now=now)
     return Decision(children=desired, status=status.to_wire(), events=events)

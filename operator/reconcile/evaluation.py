@@ -20,7 +20,7 @@ from llmops.trainer.config.evaluate import EvalJobConfig
 
 from .conditions import set_condition
 from .dependencies import dependency
-from .jobs import job_state
+from .jobs import job_and_pods, job_state
 from .storage import local_path
 from .training import default_output, model_reference, resolve_model, single_pod_children
 from .workload import Decision, Event, waiting, workload_status
@@ -94,11 +94,10 @@ def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]],
         spec.image.image or (settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image),
         pool.gpus_per_node)
     job_name = desired[-1]["metadata"]["name"]
-    observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
-    status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
+    observed, pods = job_and_pods(children, job_name)
+    status, events = workload_status(previous, job_state(observed, job_name, pods), generation=generation,
                                      job_name=job_name, artifact_uri=f"{output}/results.json", now=now)
     if status.phase is Phase.SUCCEEDED:
-        pods = [p for p in children.get("Pod", []) if p["metadata"].get("labels", {}).get("job-name") == job_name]
         events += _apply_verdict(status, verdict_from_pods(pods), generation, now, previous.verdict)
     return Decision(children=desired, status=status.to_wire(), events=events)
 

@@ -11,7 +11,7 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.finetune import FineTuneRunConfig
 
 from .dependencies import dependency
-from .jobs import job_state
+from .jobs import job_and_pods, job_state
 from .storage import local_path
 from .training import default_output, model_reference, resolve_model, single_pod_children
 from .workload import Decision, waiting, workload_status
@@ -56,7 +56,7 @@ def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dic
         spec.image.image or (settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image),
         pool.gpus_per_node)
     job_name = desired[-1]["metadata"]["name"]
-    observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
-    status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
+    observed, pods = job_and_pods(children, job_name)
+    status, events = workload_status(previous, job_state(observed, job_name, pods), generation=generation,
                                      job_name=job_name, artifact_uri=f"{output}/model", now=now)
     return Decision(children=desired, status=status.to_wire(), events=events)

@@ -152,8 +152,49 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def job_state(job: dict[str, Any] | None, name: str) -> JobState:
-    """Pure reading of a Job (None: not created yet)."""
+def job_and_pods(children: dict[str, list[dict[str, Any]]], job_name: str) -> tuple[dict[str, Any] | None,
+                                                                                   list[dict[str, Any]]]:
+    """The observed Job of this name (None if absent) and its pods."""
+    job = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
+    pods = [p for p in children.get("Pod", []) if p["metadata"].get("labels", {}).get("job-name") == job_name]
+    return job, pods
+
+
+# Container waiting reasons that mean "this will not start by itself".
+STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError")
+EXIT_REASONS = {exit_codes.NON_FINITE_LOSS: "NonFiniteLoss", exit_codes.CONFIG_ERROR: "ConfigError"}
+
+
+def _stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) of a pod that cannot be scheduled or whose container cannot start."""
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        for condition in pod.get("status", {}).get("conditions", []):
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return "Unschedulable", f"pod {name} cannot be scheduled: {condition.get('message', '')}".strip()
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            waiting = container.get("state", {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                return waiting["reason"], f"pod {name}: {waiting['reason']}: {waiting.get('message', '')}".strip()
+    return None
+
+
+def _failure(pods: list[dict[str, Any]]) -> tuple[int, str] | None:
+    """(exit code, what the workload said) of the newest failed container."""
+    found = None
+    for pod in pods:
+        for container in pod.get("status", {}).get("containerStatuses", []):
+            terminated = container.get("state", {}).get("terminated") or {}
+            if terminated.get("exitCode"):
+                said = (terminated.get("message") or terminated.get("reason") or "").strip()
+                found = (int(terminated["exitCode"]), said)
+    return found
+
+
+def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] | None = None) -> JobState:
+    """Pure reading of a Job (None: not created yet) and its pods: phase, reason and a message for people."""
+    pods = pods or []
     if job is None:
         return JobState(Phase.PENDING, "Creating", f"creating Job {name}")
     status = job.get("status", {})
@@ -163,12 +204,18 @@ def job_state(job: dict[str, Any] | None, name: str) -> JobState:
         return JobState(Phase.SUCCEEDED, "Completed", f"Job {name} completed", start, end, failed)
     if "Failed" in conditions:
         condition = conditions["Failed"]
-        return JobState(Phase.FAILED, condition.get("reason") or "JobFailed",
-                        condition.get("message") or f"Job {name} failed", start,
-                        _time(condition.get("lastTransitionTime")), failed)
+        reason = condition.get("reason") or "JobFailed"
+        message = condition.get("message") or f"Job {name} failed"
+        if cause := _failure(pods):
+            code, said = cause
+            reason = EXIT_REASONS.get(code, reason)
+            message = f"{message}; the workload exited with code {code}" + (f": {said}" if said else "")
+        return JobState(Phase.FAILED, reason, message, start, _time(condition.get("lastTransitionTime")), failed)
     if "Suspended" in conditions or job.get("spec", {}).get("suspend"):
         return JobState(Phase.PENDING, "Queued", f"Job {name} waits for admission by its queue", start, None, failed)
     # `active` counts pending pods too; only a ready pod is really running.
     if status.get("ready", 0) > 0:
         return JobState(Phase.RUNNING, "Running", f"Job {name} is running", start, None, failed)
+    if stuck := _stuck_pod(pods):
+        return JobState(Phase.PENDING, stuck[0], stuck[1], start, None, failed)
     return JobState(Phase.PENDING, "PodsPending", f"Job {name} is waiting for its pod to start", start, None, failed)

@@ -18,7 +18,16 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
 
 from .dependencies import dependency
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, headless_service, job_from_plan, job_state, torchrun_env
+from .jobs import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    KubernetesOptions,
+    headless_service,
+    job_and_pods,
+    job_from_plan,
+    job_state,
+    torchrun_env,
+)
 from .objects import labels, metadata
 from .storage import local_path
 from .workload import Decision, waiting, workload_status
@@ -100,8 +109,8 @@ def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs:
     config = run_config(job, data_uri, vocab_size, settings)
     desired = desired_children(job, config, data_uri, settings)
     job_name = desired[-1]["metadata"]["name"]
-    observed = next((j for j in children.get("Job", []) if j["metadata"]["name"] == job_name), None)
-    status, events = workload_status(previous, job_state(observed, job_name), generation=generation,
+    observed, pods = job_and_pods(children, job_name)
+    status, events = workload_status(previous, job_state(observed, job_name, pods), generation=generation,
                                      job_name=job_name, artifact_uri=f"{output_uri(job, settings)}/model", now=now)
     status.data_uri = data_uri
     return Decision(children=desired, status=status.to_wire(), events=events)

@@ -69,7 +69,8 @@ def test_a_config_error_fails_at_once_with_the_reason(cluster: TestCluster, kube
     kubectl("wait", "--for=condition=Failed", "dataset.llmops.dev/broken", "-n", namespace, "--timeout=45s")
     status = get(kubectl, namespace, "dataset.llmops.dev/broken")["status"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
-    assert failed["reason"] == "PodFailurePolicy"
+    assert failed["reason"] == "ConfigError"  # from the exit code; the Job itself says PodFailurePolicy
+    assert "exited with code 78" in failed["message"]
     assert status["restarts"] == 1  # no retry was made
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from llmops.trainer.config import exit_codes
 from tests.cluster.cluster import TestCluster
-from tests.conftest import example, patched
+from tests.conftest import DELETE, example, patched
 from tests.integration.conftest import Kubectl, Operators, apply, get, phase, running_pod, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
@@ -54,3 +54,21 @@ def test_waits_for_its_dataset_then_runs_on_the_gpu_pool(cluster: TestCluster, k
     assert status["dataUri"].endswith(f"/{namespace}/datasets/shakespeare")
     table = kubectl("get", "ptj", "-n", namespace).stdout
     assert "Succeeded" in table
+
+
+def test_a_node_pool_that_cannot_fit_says_so_in_the_status(kubectl: Kubectl, namespace: str,
+                                                          operators: Operators) -> None:
+    operators.start("op")
+    too_big = {**GPU_POOL, "nodes": 1, "gpusPerNode": 16}  # the fake GPU nodes have 8 each
+    manifest = patched(example("PretrainJob"), {"spec": {"data": {"dataset": DELETE, "uri": "s3://bucket/shards"},
+                                                         "nodePool": too_big}})
+    apply(kubectl, namespace, manifest)
+
+    def reason() -> str | None:
+        status = get(kubectl, namespace, "pretrainjob.llmops.dev/tiny-shakespeare").get("status") or {}
+        return next((c["reason"] for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+    wait_until("Unschedulable in the status", lambda: reason() == "Unschedulable", timeout=60)
+    status = get(kubectl, namespace, "pretrainjob.llmops.dev/tiny-shakespeare")["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert status["phase"] == "Pending" and "Insufficient nvidia.com/gpu" in ready["message"]

@@ -6,7 +6,7 @@ import pytest
 
 from llmops.operator.api.admission import AdmissionError, admit, parse
 from tests.bad_manifests import BAD_CASES, BadCase
-from tests.conftest import example, patched
+from tests.conftest import DELETE, example, patched
 
 KINDS = ["Dataset", "PretrainJob", "FineTune", "Evaluation", "Deployment"]
 
@@ -74,9 +74,17 @@ class TestTransitionRules:
 
     def test_changing_the_fine_tune_method_is_rejected(self) -> None:
         old = admit(example("FineTune"))
-        new = patched(old, {"spec": {"method": "sft", "lora": None}})
+        new = patched(old, {"spec": {"method": "sft", "lora": DELETE}})
         with pytest.raises(AdmissionError, match="method cannot change"):
             admit(new, old=old)
 
     def test_on_create_transition_rules_are_skipped(self) -> None:
         admit(example("PretrainJob"))  # no oldSelf: must not fail
+
+
+def test_a_null_takes_the_default_where_there_is_one_and_is_rejected_elsewhere() -> None:
+    # As the API server does: nulls are pruned only for fields with a default.
+    stored = admit(patched(example("Deployment"), {"spec": {"replicas": None}}))
+    assert stored["spec"]["replicas"] == 1
+    with pytest.raises(AdmissionError, match="spec.data.dataset"):
+        admit(patched(example("PretrainJob"), {"spec": {"data": {"dataset": None, "uri": "s3://b/x"}}}))

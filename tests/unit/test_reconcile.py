@@ -20,7 +20,7 @@ from llmops.operator.reconcile.jobs import job_state
 from llmops.operator.reconcile.storage import local_path, pvc_volumes
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config import exit_codes
-from tests.conftest import example, patched
+from tests.conftest import DELETE, example, patched
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SETTINGS = OperatorSettings(artifact_root="pvc://artifacts", trainer_image="trainer:1")
@@ -202,7 +202,7 @@ class TestPretrainJobReconcile:
         assert decision.status["dataUri"] == "pvc://artifacts/team/datasets/shakespeare"
 
     def test_a_compute_budget_sets_the_steps(self) -> None:
-        job = self.job(training={"maxSteps": None}, computeBudget={"flops": 1e15})
+        job = self.job(training={"maxSteps": DELETE}, computeBudget={"flops": 1e15})
         body = self.dataset_body("Succeeded", artifactUri="s3://b/d", stats={"vocabSize": 2048})
         decision = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
         config = json.loads(decision.children[0]["data"]["config.json"])
@@ -255,3 +255,31 @@ class TestFineTuneAndEvaluationReconcile:
         passed = next(c for c in done.status["conditions"] if c["type"] == "Passed")
         assert passed["status"] == "False" and "heldout/perplexity 512" in passed["message"]
         assert "VerdictFailed" in [e.reason for e in done.events]
+
+
+def pod(job: str, **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": f"{job}-0-abc", "labels": {"job-name": job}}, "status": status}
+
+
+class TestPodsExplainTheState:
+    JOB = "shakespeare-data-1"
+
+    def test_an_unschedulable_pod_is_named_with_the_scheduler_message(self) -> None:
+        pending = pod(self.JOB, conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                             "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."}])
+        state = job_state(make_job(active=1), self.JOB, [pending])
+        assert state.reason == "Unschedulable" and "Insufficient nvidia.com/gpu" in state.message
+
+    def test_an_image_that_cannot_be_pulled(self) -> None:
+        stuck = pod(self.JOB, containerStatuses=[{"state": {"waiting": {"reason": "ImagePullBackOff",
+                                                                         "message": "no such image"}}}])
+        state = job_state(make_job(active=1), self.JOB, [stuck])
+        assert (state.phase, state.reason) == (Phase.PENDING, "ImagePullBackOff") and "no such image" in state.message
+
+    def test_a_failed_workload_says_why_in_the_condition(self) -> None:
+        failed = make_job(failed=1, conditions=[{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                                                 "message": "Container main for pod x failed with exit code 65"}])
+        dead = pod(self.JOB, containerStatuses=[{"state": {"terminated": {
+            "exitCode": 65, "message": "NonFiniteLoss: loss nan at step 120"}}}])
+        state = job_state(failed, self.JOB, [dead])
+        assert state.reason == "NonFiniteLoss" and "loss nan at step 120" in state.message

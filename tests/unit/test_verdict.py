@@ -54,14 +54,15 @@ def test_a_threshold_on_an_unmeasured_metric_fails_and_says_why() -> None:
 
 
 def test_the_verdict_fits_the_termination_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmops.trainer import termination
     from llmops.trainer.evaluate import cli
 
     log = tmp_path / "termination-log"
     log.write_text("")
-    monkeypatch.setattr(cli, "TERMINATION_LOG", log)
+    monkeypatch.setattr(termination, "TERMINATION_LOG", log)
     results = [{"task": f"task-{i}", "metric": "acc", "value": 0.5, "threshold": ">= 0.4", "passed": True}
                for i in range(200)]
     cli.report_to_operator({"verdict": "Passed", "results": results})
     message = json.loads(log.read_text())
     assert message["verdict"] == "Passed" and 0 < len(message["results"]) < 200
-    assert len(log.read_text()) <= cli.MESSAGE_LIMIT
+    assert len(log.read_text()) <= termination.MESSAGE_LIMIT

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from llmops.trainer import termination
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.data import DataJobConfig
 
@@ -17,15 +18,10 @@ from .pipeline import run
 from .progress import Progress
 from .sources import SourceError
 
-TERMINATION_LOG = Path("/dev/termination-log")
-
 
 def fail(message: str) -> int:
     """Report a cause the operator can show in a condition, and exit with "do not retry"."""
-    print(f"llmops-data: {message}", file=sys.stderr)
-    if TERMINATION_LOG.parent.is_dir() and TERMINATION_LOG.exists():
-        TERMINATION_LOG.write_text(message[:4000])
-    return exit_codes.CONFIG_ERROR
+    return termination.fail("llmops-data", message, exit_codes.CONFIG_ERROR)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

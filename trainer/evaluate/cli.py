@@ -15,27 +15,23 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from llmops.trainer import termination
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.evaluate import EvalJobConfig
 
 from .run import ModelLoadError, evaluate
 from .tasks import TaskDataError
 
-TERMINATION_LOG = Path("/dev/termination-log")
-MESSAGE_LIMIT = 4096  # what Kubernetes keeps of a termination message
-
 
 def report_to_operator(document: dict[str, Any]) -> None:
     """Leave the verdict and as many results as fit in the pod's termination message (the operator reads it)."""
-    if not TERMINATION_LOG.exists():
-        return
     results = list(document["results"])
     while True:
         message = json.dumps({"verdict": document["verdict"], "results": results}, separators=(",", ":"))
-        if len(message) <= MESSAGE_LIMIT or not results:
+        if len(message) <= termination.MESSAGE_LIMIT or not results:
             break
         results.pop()
-    TERMINATION_LOG.write_text(message)
+    termination.write_termination_message(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = EvalJobConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
         document = evaluate(config)
     except (OSError, ValidationError, yaml.YAMLError, TaskDataError, ModelLoadError, NotImplementedError) as error:
-        print(f"llmops-evaluate: {error}", file=sys.stderr)
-        return exit_codes.CONFIG_ERROR
+        return termination.fail("llmops-evaluate", str(error), exit_codes.CONFIG_ERROR)
     report_to_operator(document)
     print(f"llmops-evaluate: {document['verdict']}", file=sys.stderr)
     for result in document["results"]:

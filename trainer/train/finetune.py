@@ -30,6 +30,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig, Pooling
+from llmops.trainer.termination import fail
 
 from .export import export
 from .metrics import MetricsLog
@@ -264,11 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = FineTuneRunConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
         finetune(config)
     except (OSError, ValidationError, yaml.YAMLError, ValueError, NotImplementedError) as error:
-        print(f"llmops-finetune: {error}", file=sys.stderr)
-        return exit_codes.CONFIG_ERROR
+        return fail("llmops-finetune", str(error), exit_codes.CONFIG_ERROR)
     except FloatingPointError as error:
-        print(f"llmops-finetune: NonFiniteLoss: {error}", file=sys.stderr)
-        return exit_codes.NON_FINITE_LOSS
+        return fail("llmops-finetune", f"NonFiniteLoss: {error}", exit_codes.NON_FINITE_LOSS)
     return exit_codes.SUCCESS
 
 

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
+from llmops.trainer.termination import fail
 
 from .checkpoint import Checkpointer
 from .export import export, wrap_tokenizer
@@ -237,19 +238,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = PretrainRunConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
     except (OSError, ValidationError, yaml.YAMLError) as error:
-        print(f"llmops-pretrain: invalid config {args.config}: {error}", file=sys.stderr)
-        return exit_codes.CONFIG_ERROR
+        return fail("llmops-pretrain", f"invalid config {args.config}: {error}", exit_codes.CONFIG_ERROR)
     try:
         train(config)
     except Preempted as reason:
-        print(f"llmops-pretrain: {reason}", file=sys.stderr)
-        return exit_codes.PREEMPTED
+        return fail("llmops-pretrain", str(reason), exit_codes.PREEMPTED)
     except FloatingPointError as reason:
-        print(f"llmops-pretrain: NonFiniteLoss: {reason}", file=sys.stderr)
-        return exit_codes.NON_FINITE_LOSS
+        return fail("llmops-pretrain", f"NonFiniteLoss: {reason}", exit_codes.NON_FINITE_LOSS)
     except (FileNotFoundError, ValueError, OutOfMemory) as reason:
-        print(f"llmops-pretrain: {reason}", file=sys.stderr)
-        return exit_codes.CONFIG_ERROR
+        return fail("llmops-pretrain", str(reason), exit_codes.CONFIG_ERROR)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
