@@ -31,6 +31,10 @@ from .metrics import OperatorMetrics
 from .settings import OperatorSettings
 
 RESYNC_SECONDS = 60.0
+# The indexes lag behind our own writes by a watch round trip. For this long after a write we trust what we
+# wrote over an index that still shows the older state, so one change does not cause repeated writes (and
+# repeated Events). After it, the index is the truth again, so drift is still corrected.
+READ_YOUR_WRITES_SECONDS = 10.0
 Key = tuple[str, str]
 
 
@@ -73,6 +77,15 @@ class Controller:
         self.settings, self.writer, self.metrics = settings, writer, metrics
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._phases: dict[tuple[str, str, str], str] = {}
+        self._written_status: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+        self._applied: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+
+    def _recent(self, cache: dict[Any, tuple[float, dict[str, Any]]], key: Any) -> dict[str, Any] | None:
+        entry = cache.get(key)
+        if entry is None or time.monotonic() - entry[0] > READ_YOUR_WRITES_SECONDS:
+            cache.pop(key, None)
+            return None
+        return entry[1]
 
     async def reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]],
                         refs: dict[tuple[str, str], Any]) -> None:
@@ -96,6 +109,10 @@ class Controller:
     async def _reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]],
                          refs: dict[tuple[str, str], Any]) -> None:
         now = datetime.now(UTC)
+        meta = body["metadata"]
+        written = self._recent(self._written_status, (kind.name, meta["namespace"], meta["name"]))
+        if written is not None and written != body.get("status"):
+            body = {**body, "status": written}  # the index has not seen our last status write yet
         try:
             resource = kind.model.model_validate(body)
             decision = kind.reconcile(resource, children, refs, self.settings, now)
@@ -108,9 +125,14 @@ class Controller:
         existing = {(c["kind"], c["metadata"]["name"]): c for kind_name, group in children.items()
                     if kind_name in WRITTEN for c in group}
         for child in decision.children:
+            child_key = (child["kind"], meta["namespace"], child["metadata"]["name"])
             stored = existing.get((child["kind"], child["metadata"]["name"]))
-            if stored is None or not is_subset(child, stored):
-                await asyncio.to_thread(self.writer.apply, child)
+            if stored is not None and is_subset(child, stored):
+                continue
+            if stored is None and self._recent(self._applied, child_key) == child:
+                continue  # applied a moment ago; the index will show it soon
+            await asyncio.to_thread(self.writer.apply, child)
+            self._applied[child_key] = (time.monotonic(), child)
         for (child_kind, name), stale in existing.items():
             if (child_kind, name) not in wanted:
                 await asyncio.to_thread(self.writer.delete, stale)
@@ -118,6 +140,7 @@ class Controller:
         await self._write_status(kind, body, decision.status)
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            self.metrics.api_writes.labels("event").inc()
         self._count_phase(kind, body, decision.status.get("phase"))
 
     async def _write_status(self, kind: Kind, body: dict[str, Any], status: dict[str, Any]) -> None:
@@ -125,6 +148,7 @@ class Controller:
         if patch:
             meta = body["metadata"]
             await asyncio.to_thread(self.writer.patch_status, kind.plural, meta["namespace"], meta["name"], patch)
+            self._written_status[(kind.name, meta["namespace"], meta["name"])] = (time.monotonic(), status)
 
     async def _fail(self, kind: Kind, body: dict[str, Any], reason: str, message: str, now: datetime) -> None:
         status = kind.model.field_model("status").model_validate(body.get("status") or {})
@@ -135,6 +159,7 @@ class Controller:
         status.observed_generation = generation
         await self._write_status(kind, body, status.to_wire())
         kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+        self.metrics.api_writes.labels("event").inc()
         self._count_phase(kind, body, Phase.FAILED)
 
     def forget(self, kind: Kind, body: dict[str, Any]) -> None:
@@ -142,6 +167,7 @@ class Controller:
         key = (kind.name, meta["namespace"], meta["name"])
         self._locks.pop(key, None)
         self._phases.pop(key, None)
+        self._written_status.pop(key, None)
         self._refresh_gauge()
 
     def _count_phase(self, kind: Kind, body: dict[str, Any], phase: str | None) -> None:

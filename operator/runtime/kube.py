@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client
@@ -21,15 +22,15 @@ def _path(api_version: str, kind: str, namespace: str, name: str | None = None) 
 
 
 class KubeWriter:
-    """Thin, blocking I/O; callers run it in a thread. Counts its writes (bench/operator_scale uses it)."""
+    """Thin, blocking I/O; callers run it in a thread. Reports each write (llmops_api_writes_total)."""
 
-    def __init__(self, api: client.ApiClient):
+    def __init__(self, api: client.ApiClient, on_write: Callable[[str], None] = lambda _: None):
         self.api = api
-        self.writes = 0
+        self.on_write = on_write
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
               query: list[tuple[str, str]] | None = None) -> Any:
-        self.writes += 1
+        self.on_write("status" if path.endswith("/status") else method.lower())
         method, url, headers, body, post = self.api.param_serialize(
             method=method, resource_path=path, query_params=query or [], body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"},

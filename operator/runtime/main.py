@@ -105,7 +105,8 @@ async def serve(settings: OperatorSettings, metrics: OperatorMetrics) -> int:
         leading.set()
         metrics.leader.set(1)
         log.info("starting Kopf (%s)", "all namespaces" if settings.clusterwide else settings.watch_namespaces)
-        controller = Controller(settings, KubeWriter(client.ApiClient()), metrics)
+        writer = KubeWriter(client.ApiClient(), on_write=lambda write: metrics.api_writes.labels(write).inc())
+        controller = Controller(settings, writer, metrics)
         await kopf.operator(
             registry=build_registry(controller),
             settings=kopf_settings(settings),

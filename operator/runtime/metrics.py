@@ -19,5 +19,8 @@ class OperatorMetrics:
         self.resources = Gauge(
             "llmops_resources", "Resources the operator sees, by kind and phase.", ["kind", "phase"],
             registry=self.registry)
+        self.api_writes = Counter(
+            "llmops_api_writes_total", "Writes the operator sent to the API server, by kind of write.", ["write"],
+            registry=self.registry)
         self.leader = Gauge(
             "llmops_leader", "1 while this replica holds the leader lease.", registry=self.registry)
