@@ -17,10 +17,10 @@ from llmops.operator.api.v1alpha1.dataset import DatasetStatus
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.data import DataJobConfig, PipelineConfig
 
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_and_pods, job_from_plan, job_state
+from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_from_plan
 from .objects import labels, metadata
 from .storage import local_path
-from .workload import Decision, workload_status
+from .workload import Decision, run_decision
 
 ENTRYPOINT = "llmops-data"
 """The data workload's console script in the trainer image."""
@@ -80,9 +80,7 @@ def reconcile(dataset: Dataset, children: dict[str, list[dict[str, Any]]], refs:
               settings: OperatorSettings, now: datetime) -> Decision:
     """Pure: the children this Dataset needs and its next status, given the children it owns now."""
     desired = desired_children(dataset, settings)
-    job_name = desired[-1]["metadata"]["name"]
-    job, pods = job_and_pods(children, job_name)
-    status, events = workload_status(dataset.status or DatasetStatus(), job_state(job, job_name, pods),
-                                     generation=dataset.metadata.generation, job_name=job_name,
-                                     artifact_uri=output_uri(dataset, settings), now=now)
+    status, events = run_decision(dataset.status or DatasetStatus(), desired, children,
+                                  generation=dataset.metadata.generation, artifact_uri=output_uri(dataset, settings),
+                                  now=now)
     return Decision(children=desired, status=status.to_wire(), events=events)

@@ -20,10 +20,10 @@ from llmops.trainer.config.evaluate import EvalJobConfig
 
 from .conditions import set_condition
 from .dependencies import dependency
-from .jobs import job_and_pods, job_state
+from .jobs import job_and_pods
 from .storage import local_path
 from .training import default_output, model_reference, resolve_model, single_pod_children
-from .workload import Decision, Event, waiting, workload_status
+from .workload import Decision, Event, run_decision, waiting
 
 ENTRYPOINT = "llmops-evaluate"
 
@@ -85,18 +85,13 @@ def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]],
         "model_uri": local_path(model.artifact_uri or ""), "baseline_uri": local_path(baseline_uri) if baseline_uri
         else None, "tasks": tasks, "thresholds": [t.model_dump() for t in spec.thresholds], "seed": spec.seed,
         "batch_size": spec.batch_size, "output_uri": local_path(output), "name": evaluation.metadata.name})
-    pool = spec.node_pool
     desired = single_pod_children(
-        evaluation, "eval", ENTRYPOINT, config.to_wire(),
-        {"resources": pool.resources, "placement": pool, "image": spec.image, "backoff_limit": spec.backoff_limit,
-         "queue_name": pool.queue_name, "credentials_secret": spec.output.credentials_secret,
-         "pvc_uris": tuple(u for u in (output, *inputs) if u)},
-        spec.image.image or (settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image),
-        pool.gpus_per_node)
+        evaluation, "eval", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
+        backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, *inputs), settings=settings)
+    status, events = run_decision(previous, desired, children, generation=generation,
+                                  artifact_uri=f"{output}/results.json", now=now)
     job_name = desired[-1]["metadata"]["name"]
-    observed, pods = job_and_pods(children, job_name)
-    status, events = workload_status(previous, job_state(observed, job_name, pods), generation=generation,
-                                     job_name=job_name, artifact_uri=f"{output}/results.json", now=now)
+    _, pods = job_and_pods(children, job_name)
     if status.phase is Phase.SUCCEEDED:
         events += _apply_verdict(status, verdict_from_pods(pods), generation, now, previous.verdict)
     return Decision(children=desired, status=status.to_wire(), events=events)

@@ -11,10 +11,9 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.finetune import FineTuneRunConfig
 
 from .dependencies import dependency
-from .jobs import job_and_pods, job_state
 from .storage import local_path
 from .training import default_output, model_reference, resolve_model, single_pod_children
-from .workload import Decision, waiting, workload_status
+from .workload import Decision, run_decision, waiting
 
 ENTRYPOINT = "llmops-finetune"
 
@@ -27,8 +26,6 @@ def references(ft: FineTune) -> list[tuple[str, str]]:
 def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
               settings: OperatorSettings, now: datetime) -> Decision:
     previous, generation, spec = ft.status or TrainingStatus(), ft.metadata.generation, ft.spec
-    if spec.node_pool.nodes > 1:
-        raise NotImplementedError("multi-node fine-tuning is not built yet: set spec.nodePool.nodes to 1")
     base = resolve_model(spec.base, refs)
     if not base.ready:
         what = " ".join(model_reference(spec.base) or ("model", ""))
@@ -47,16 +44,10 @@ def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dic
         method=spec.method, classification=spec.classification, training=spec.training, **method_settings,
         data=spec.data.model_dump(include={"fields", "validation_fraction", "max_examples", "max_length"}),
         lineage={"fineTune": f"{ft.metadata.namespace}/{ft.metadata.name}", "base": base.artifact_uri})
-    pool = spec.node_pool
     desired = single_pod_children(
-        ft, "finetune", ENTRYPOINT, config.to_wire(),
-        {"resources": pool.resources, "placement": pool, "image": spec.image, "backoff_limit": spec.backoff_limit,
-         "queue_name": pool.queue_name, "credentials_secret": spec.output.credentials_secret,
-         "pvc_uris": (output, base.artifact_uri, data_uri)},
-        spec.image.image or (settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image),
-        pool.gpus_per_node)
-    job_name = desired[-1]["metadata"]["name"]
-    observed, pods = job_and_pods(children, job_name)
-    status, events = workload_status(previous, job_state(observed, job_name, pods), generation=generation,
-                                     job_name=job_name, artifact_uri=f"{output}/model", now=now)
+        ft, "finetune", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
+        backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, base.artifact_uri, data_uri),
+        settings=settings)
+    status, events = run_decision(previous, desired, children, generation=generation,
+                                  artifact_uri=f"{output}/model", now=now)
     return Decision(children=desired, status=status.to_wire(), events=events)

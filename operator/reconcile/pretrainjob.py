@@ -23,14 +23,13 @@ from .jobs import (
     CONFIG_FILE,
     KubernetesOptions,
     headless_service,
-    job_and_pods,
     job_from_plan,
-    job_state,
     torchrun_env,
 )
 from .objects import labels, metadata
 from .storage import local_path
-from .workload import Decision, waiting, workload_status
+from .training import workload_image
+from .workload import Decision, run_decision, waiting
 
 ENTRYPOINT = "llmops-pretrain"
 
@@ -73,9 +72,8 @@ def desired_children(job: PretrainJob, config: PretrainRunConfig, data_uri: str,
     if pool.nodes > 1:
         service = meta["name"]
         children.append(headless_service(meta, {**labels(job), "job-name": meta["name"]}))
-    default_image = settings.trainer_cuda_image if pool.gpus_per_node else settings.trainer_image
     role = specs.Role(
-        name="trainer", image=spec.image.image or default_image, entrypoint="torchrun",
+        name="trainer", image=workload_image(spec.image, pool.gpus_per_node, settings), entrypoint="torchrun",
         args=["--no-python", ENTRYPOINT, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
         env=torchrun_env(meta["name"], service or "", pool.nodes, max(1, pool.gpus_per_node)),
         num_replicas=pool.nodes, resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
@@ -108,9 +106,7 @@ def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs:
     assert data_uri is not None
     config = run_config(job, data_uri, vocab_size, settings)
     desired = desired_children(job, config, data_uri, settings)
-    job_name = desired[-1]["metadata"]["name"]
-    observed, pods = job_and_pods(children, job_name)
-    status, events = workload_status(previous, job_state(observed, job_name, pods), generation=generation,
-                                     job_name=job_name, artifact_uri=f"{output_uri(job, settings)}/model", now=now)
+    status, events = run_decision(previous, desired, children, generation=generation,
+                                  artifact_uri=f"{output_uri(job, settings)}/model", now=now)
     status.data_uri = data_uri
     return Decision(children=desired, status=status.to_wire(), events=events)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from llmops.operator.api.v1alpha1.common import Phase, WorkloadStatus
 
 from .conditions import set_condition
-from .jobs import JobState
+from .jobs import JobState, job_and_pods, job_state
 
 StatusT = TypeVar("StatusT", bound=WorkloadStatus)
 
@@ -28,6 +28,15 @@ class Decision:
     children: list[dict[str, Any]]
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
+
+
+def run_decision(previous: StatusT, desired: list[dict[str, Any]], children: dict[str, list[dict[str, Any]]], *,
+                 generation: int | None, artifact_uri: str, now: datetime) -> tuple[StatusT, list[Event]]:
+    """Status and Events of a run whose Job is the last of `desired`, given the children observed now."""
+    job_name = desired[-1]["metadata"]["name"]
+    job, pods = job_and_pods(children, job_name)
+    return workload_status(previous, job_state(job, job_name, pods), generation=generation, job_name=job_name,
+                           artifact_uri=artifact_uri, now=now)
 
 
 def workload_status(previous: StatusT, state: JobState, *, generation: int | None, job_name: str,
