@@ -43,8 +43,11 @@ bench-setup: setup
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet -e '.[data,bench]'
 
-bench: bench-setup
+bench: bench-setup cluster-binaries
 	$(BENCH_VENV)/bin/python bench/data_pipeline.py --quick
+	$(BIN)/python bench/train_throughput.py --quick
+	$(BIN)/python bench/eval_throughput.py --quick
+	$(BIN)/python bench/operator_scale.py --quick
 
 # Regenerate everything derived from the API models: CRDs (and the chart's copy) and the API reference.
 generate: setup
