@@ -18,7 +18,7 @@ cluster-binaries:
 $(INSTALLED): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,trainer,dev]'
+	$(BIN)/pip install --quiet -e '.[operator,trainer,serve,dev]'
 	PYTHON=$(BIN)/python hack/fetch-corpora.sh
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -48,6 +48,7 @@ bench: bench-setup cluster-binaries
 	$(BIN)/python bench/train_throughput.py --quick
 	$(BIN)/python bench/eval_throughput.py --quick
 	$(BIN)/python bench/operator_scale.py --quick
+	$(BIN)/python bench/serve_throughput.py --quick
 
 # Regenerate everything derived from the API models: CRDs (and the chart's copy) and the API reference.
 generate: setup

@@ -28,7 +28,7 @@ def prepare(work: Path, documents: int, questions: int) -> tuple[Path, list[str]
     from llmops.trainer.data import pipeline
     from llmops.trainer.data.engines import InlineEngine
     from llmops.trainer.train.export import export, wrap_tokenizer
-    from llmops.trainer.train.model import build_model
+    from llmops.trainer.train.model import build_model, to_huggingface
 
     data = work / "data"
     pipeline.run(DataJobConfig.model_validate({
@@ -41,7 +41,7 @@ def prepare(work: Path, documents: int, questions: int) -> tuple[Path, list[str]
     torch.manual_seed(0)
     model = build_model(ModelConfig(hidden_size=256, num_layers=4, num_heads=8, kv_heads=4, context_length=256),
                         len(tokenizer), tokenizer.eos_token_id)
-    export(model, tokenizer, work / "model", summary={}, history=[], lineage={})
+    export(to_huggingface(model), tokenizer, work / "model", summary={}, history=[], lineage={})
     texts = [json.loads(line)["text"] for line in (data / "documents.jsonl").read_text().splitlines()][:documents]
     (work / "text.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     rng = random.Random(0)

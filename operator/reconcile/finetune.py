@@ -41,7 +41,8 @@ def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dic
     method_settings = {k: v for k, v in (("sft", spec.sft), ("lora", spec.lora), ("dpo", spec.dpo)) if v is not None}
     config = FineTuneRunConfig(
         base_uri=local_path(base.artifact_uri), data_uri=local_path(data_uri), output_uri=local_path(output),
-        method=spec.method, classification=spec.classification, training=spec.training, **method_settings,
+        method=spec.method, classification=spec.classification, training=spec.training, checkpoint=spec.checkpoint,
+        **method_settings,
         data=spec.data.model_dump(include={"fields", "validation_fraction", "max_examples", "max_length"}),
         lineage={"fineTune": f"{ft.metadata.namespace}/{ft.metadata.name}", "base": base.artifact_uri})
     desired = single_pod_children(

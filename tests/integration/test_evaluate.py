@@ -16,13 +16,14 @@ import torch.nn.functional as F
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from llmops.operator.reconcile.progress import parse_progress
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.evaluate import EvalJobConfig
 from llmops.trainer.config.model import ModelConfig
 from llmops.trainer.evaluate.lm_eval_tasks import write_task
 from llmops.trainer.evaluate.run import evaluate
 from llmops.trainer.train.export import export, wrap_tokenizer
-from llmops.trainer.train.model import build_model
+from llmops.trainer.train.model import build_model, to_huggingface
 
 BIN = Path(sys.executable).parent
 TEXT = ("Now is the winter of our discontent made glorious summer by this sun of York and all the clouds "
@@ -40,12 +41,12 @@ def memorizer(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = torch.tensor([ids])
     for _ in range(150):
-        logits = model(input_ids=batch[:, :-1]).logits
+        logits = model(batch[:, :-1])
         F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1)).backward()
         optimizer.step()
         optimizer.zero_grad()
     out = tmp_path_factory.mktemp("memorizer") / "model"
-    export(model, tokenizer, out, summary={}, history=[], lineage={})
+    export(to_huggingface(model), tokenizer, out, summary={}, history=[], lineage={})
     return out
 
 
@@ -136,6 +137,9 @@ def test_cli_writes_results_with_the_verdict_and_skips_bad_rows(base_model: Path
         "line 2: bad JSON (Expecting property name enclosed in double quotes)",
         "line 3: needs at least two choices, has 1", "line 4: answer 5 is not an index into 2 choices"]
     assert "## Evaluation gate: Failed" in (model / "model-card.md").read_text()
+    # The operator reads these lines from the pod's log into the Evaluation's status.
+    report = parse_progress(result.stdout, "Evaluation", "job")
+    assert report is not None and report.progress.percent == "100%" and report.progress.unit == "tasks"
 
     again = subprocess.run([str(BIN / "llmops-evaluate"), "--config", str(path)], capture_output=True, text=True)
     assert again.returncode == 0

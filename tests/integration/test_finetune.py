@@ -8,13 +8,17 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
+from torch.distributed.checkpoint import FileSystemReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmops.trainer.config.finetune import FineTuneRunConfig
-from llmops.trainer.train.finetune import IGNORE, finetune, read_records, sft_example
+from llmops.trainer.train.checkpoint import Preempted
+from llmops.trainer.train.finetune import IGNORE, Method, batch_records, finetune, pack, read_records, sft_example
 from llmops.trainer.train.metrics import MetricsLog
 from tests.conftest import EXAMPLES
+from tests.integration.preemption import SigtermAt
 
 INSTRUCTIONS = EXAMPLES / "data" / "instructions.jsonl"
 
@@ -54,6 +58,52 @@ def test_sft_puts_the_loss_on_response_tokens_only(base_model: Path, tmp_path: P
     assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.5
     assert summary["trainRecords"] + summary["validationRecords"] == 32
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "model") is not None
+
+
+def test_packed_sft_gives_the_padded_loss_with_less_padding(base_model: Path, tmp_path: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    records = read_records(config(base_model, INSTRUCTIONS, tmp_path, "sft")).train[:8]
+    padded = Method(config(base_model, INSTRUCTIONS, tmp_path, "sft"), tokenizer)
+    packed = Method(config(base_model, INSTRUCTIONS, tmp_path, "sft", sft={"packing": True}), tokenizer)
+    with torch.no_grad():
+        assert packed.loss(records)[0].item() == pytest.approx(padded.loss(records)[0].item(), rel=1e-5)
+
+    examples = [{"input_ids": [5, 6, 7], "labels": [IGNORE, 6, 7]}, {"input_ids": [8, 9], "labels": [8, 9]},
+                {"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}]
+    batch = pack(examples, capacity=5, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [1, 2, 3, 4, 0]]  # 2 rows instead of 3
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7, IGNORE, 9], [IGNORE, 2, 3, 4, IGNORE]]
+    assert not batch["attention_mask"][0, 0, 3, :3].any()  # the second example cannot see the first
+    assert batch["attention_mask"][0, 0, 4].tolist() == [False, False, False, True, True]
+
+
+def test_batches_are_a_function_of_the_step() -> None:
+    first = [batch_records(10, 4, seed=3, position=p) for p in range(6)]
+    assert first == [batch_records(10, 4, seed=3, position=p) for p in range(6)]
+    assert sorted(first[0] + first[1]) == sorted(set(first[0] + first[1]))  # no repeats within an epoch
+    assert all(len(b) == 4 for b in first) and batch_records(3, 4, seed=3, position=5) != []
+
+
+def test_a_preempted_lora_finetune_resumes_on_the_same_loss_curve(base_model: Path, tmp_path: Path) -> None:
+    def run(output: Path, metrics: MetricsLog) -> None:
+        finetune(config(base_model, INSTRUCTIONS, output, "lora", lora={"rank": 4},
+                        training={"maxSteps": 12}, checkpoint={"intervalSteps": 100}), metrics)
+
+    straight = quiet()
+    run(tmp_path / "straight", straight)
+    with pytest.raises(Preempted):
+        run(tmp_path / "resumed", SigtermAt(7))
+    checkpoint = tmp_path / "resumed" / "checkpoints" / "step-00000007"
+    saved = [k for k in FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata if k.startswith("model.")]
+    assert saved and all("lora_" in k for k in saved)  # adapters only, not the frozen base
+    resumed = quiet()
+    run(tmp_path / "resumed", resumed)
+    first = {e["step"]: e["loss"] for e in straight.history if "loss" in e}
+    second = {e["step"]: e["loss"] for e in resumed.history if "loss" in e}
+    assert min(second) == 8
+    for step in range(8, 13):
+        assert second[step] == pytest.approx(first[step], rel=1e-5, abs=1e-6), step
 
 
 def test_lora_trains_only_the_adapters(base_model: Path, tmp_path: Path) -> None:

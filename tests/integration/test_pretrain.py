@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.training import PretrainRunConfig
+from llmops.trainer.train.checkpoint import Preempted
 from llmops.trainer.train.metrics import MetricsLog
-from llmops.trainer.train.pretrain import Preempted, train
+from llmops.trainer.train.pretrain import train
+from tests.integration.preemption import SigtermAt
 
 BIN = Path(sys.executable).parent
 
@@ -40,19 +41,6 @@ def losses(history: list[dict[str, Any]]) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in history if "loss" in e}
 
 
-class SigtermAt(MetricsLog):
-    """Metrics that deliver SIGTERM to this process when a given step is reported (a preemption)."""
-
-    def __init__(self, step: int):
-        super().__init__(stream=open(os.devnull, "w"))  # noqa: SIM115
-        self.at = step
-
-    def report(self, **values: Any) -> None:
-        super().report(**values)
-        if values.get("step") == self.at and "loss" in values:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_loss_decreases_and_the_model_exports_in_hugging_face_format(dataset: Path, tmp_path: Path) -> None:
     metrics = MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
     summary, model = train(run_config(dataset, tmp_path), metrics)
@@ -62,14 +50,15 @@ def test_loss_decreases_and_the_model_exports_in_hugging_face_format(dataset: Pa
 
     exported = tmp_path / "model"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json",
-                 "model-card.md", "lineage.json", "loss-curve.svg"):
+                 "model-card.md", "lineage.json", "loss-curve.png"):
         assert (exported / name).is_file(), name
+    assert (exported / "loss-curve.png").read_bytes().startswith(b"\x89PNG")
     loaded = AutoModelForCausalLM.from_pretrained(exported)
     tokenizer = AutoTokenizer.from_pretrained(exported)
     ids = torch.tensor([tokenizer.encode("To be, or not to be")])
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(loaded(ids).logits, model(ids).logits, atol=1e-5)
+        assert torch.allclose(loaded(ids).logits, model(ids), atol=1e-5)
     lineage = json.loads((exported / "lineage.json").read_text())
     assert lineage["pretrainJob"] == "tiny" and len(lineage["datasetManifestSha256"]) == 64
     assert "finalLoss" in (exported / "model-card.md").read_text()

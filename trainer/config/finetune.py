@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import ApiModel, Rule
-from .training import TrainingConfig
+from .training import CheckpointConfig, TrainingConfig
 
 
 class FineTuneMethod(StrEnum):
@@ -24,8 +24,8 @@ class SftConfig(ApiModel):
     """Compute the loss on prompt tokens too. Default: only on response tokens."""
 
     packing: bool = False
-    """Pack several short examples into one sequence (attention stays within each example). Not built yet:
-    examples are padded per batch."""
+    """Pack each micro-batch's examples into as few rows as fit data.maxLength, instead of padding every example
+    to the longest: attention and positions restart at each example, so the loss is the same with less padding."""
 
     chat_template: str | None = Field(default=None, max_length=65536)
     """Jinja chat template. Unset: the tokenizer's own template, else a plain role-prefixed one."""
@@ -54,7 +54,6 @@ class LoraConfig(ApiModel):
 
 class Pooling(StrEnum):
     LAST = "last"
-    MEAN = "mean"
 
 
 class ClassificationConfig(ApiModel):
@@ -64,7 +63,8 @@ class ClassificationConfig(ApiModel):
     """Label names, in class-index order."""
 
     pooling: Pooling = Pooling.LAST
-    """How a sequence becomes one vector: the last token's hidden state or the mean over tokens."""
+    """How a sequence becomes one vector: the last (non-padding) token's hidden state, as transformers'
+    sequence-classification models do, so the export loads unchanged."""
 
     train_backbone: bool = True
     """Also train the backbone; false trains the head alone."""
@@ -159,6 +159,9 @@ class FineTuneRunConfig(ApiModel):
 
     training: TrainingConfig
     """Optimisation settings (maxSteps or epochs)."""
+
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """When checkpoints are written (into checkpoints/ under outputUri); a restarted run resumes from the newest."""
 
     lineage: dict[str, str] = Field(default_factory=dict)
     """Where the run came from; copied to lineage.json."""

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from llmops.trainer import termination
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.evaluate import EvalJobConfig
+from llmops.trainer.data.progress import Progress
 
 from .run import ModelLoadError, evaluate
 from .tasks import TaskDataError
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = EvalJobConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
-        document = evaluate(config)
+        document = evaluate(config, Progress())
     except (OSError, ValidationError, yaml.YAMLError, TaskDataError, ModelLoadError, NotImplementedError) as error:
         return termination.fail("llmops-evaluate", str(error), exit_codes.CONFIG_ERROR)
     report_to_operator(document)

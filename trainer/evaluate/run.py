@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from llmops.trainer.config.evaluate import EvalJobConfig, Metric, TaskRun, TaskType
+from llmops.trainer.data.progress import Progress
 
 from . import scoring, tasks
 from .verdict import verdict
@@ -189,8 +190,11 @@ def _classification(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> d
     return {"acc": accuracy, "f1": sum(f1s) / len(f1s)}
 
 
-def evaluate(config: EvalJobConfig) -> dict[str, Any]:
-    """Score all tasks, decide the verdict, write results.json; returns the results document."""
+def evaluate(config: EvalJobConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Score all tasks, decide the verdict, write results.json; returns the results document.
+
+    `progress` gets one report per task (the operator shows it in the Evaluation's status)."""
+    progress = progress or Progress(enabled=False)
     torch.manual_seed(config.seed)
     classifier = is_classifier(config.model_uri)
     model, tokenizer = load(config.model_uri, classification=classifier)
@@ -200,12 +204,14 @@ def evaluate(config: EvalJobConfig) -> dict[str, Any]:
     values: dict[tuple[str, str], float] = {}
     base_values: dict[tuple[str, str], float] = {}
     task_reports = {}
-    for task in config.tasks:
+    for done, task in enumerate(config.tasks):
+        progress.report(task.name, done, len(config.tasks), "tasks")
         measured, base, skipped, count = score_task(task, model, tokenizer, baseline, config.seed)
         values.update({(task.name, k): round(v, 6) for k, v in measured.items()})
         base_values.update({(task.name, k): round(v, 6) for k, v in base.items()})
         task_reports[task.name] = {"type": task.type.value, "examples": count, "skipped": len(skipped),
                                    "skippedRows": skipped[:20], "metrics": measured}
+    progress.report("done", len(config.tasks), len(config.tasks), "tasks")
     decision, results = verdict(config.thresholds, values, base_values)
     document = {"name": config.name, "verdict": decision, "model": config.model_uri,
                 "baseline": config.baseline_uri, "createdAt": datetime.now(UTC).isoformat(),

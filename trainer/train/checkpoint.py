@@ -16,9 +16,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 PREFIX = "step-"
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; a checkpoint has been written. The run exits with the "preempted, retry" code."""
 
 
 def _rank() -> int:
@@ -31,8 +35,17 @@ def _barrier() -> None:
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep_last: int):
+    def __init__(self, directory: Path, keep_last: int, trainable_only: bool = False):
+        """trainable_only: leave frozen weights out (a LoRA checkpoint holds only the adapters)."""
         self.directory, self.keep_last = directory, keep_last
+        self.options = StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+
+    def _state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], ...]:
+        model_state, optim_state = get_state_dict(model, optimizer, options=self.options)
+        if self.options.ignore_frozen_params:  # DCP keeps a frozen weight that is tied to another (lm_head)
+            frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+            model_state = {k: v for k, v in model_state.items() if k not in frozen}
+        return model_state, optim_state
 
     def complete(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -46,7 +59,7 @@ class Checkpointer:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
         _barrier()
-        model_state, optim_state = get_state_dict(model, optimizer)
+        model_state, optim_state = self._state(model, optimizer)
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(partial))
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
         rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
@@ -67,10 +80,11 @@ class Checkpointer:
         if not checkpoints:
             return 0
         latest = checkpoints[-1]
-        model_state, optim_state = get_state_dict(model, optimizer)
+        model_state, optim_state = self._state(model, optimizer)
         state = {"model": model_state, "optim": optim_state}
         dcp.load(state, checkpoint_id=str(latest))
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                       options=self.options)
         rng_file = latest / f"rng-{_rank()}.pt"
         if rng_file.exists():
             rng = torch.load(rng_file, weights_only=False)

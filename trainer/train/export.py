@@ -19,7 +19,7 @@ def wrap_tokenizer(tokenizer_file: Path, eos_token: str) -> PreTrainedTokenizerF
 def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, *,
            summary: dict[str, Any], history: list[dict[str, Any]], lineage: dict[str, Any]) -> Path:
     """Write config.json, model.safetensors (or a PEFT adapter), tokenizer files, generation_config.json,
-    model-card.md, lineage.json and loss-curve.svg into `directory` (replaced whole)."""
+    model-card.md, lineage.json and loss-curve.png into `directory` (replaced whole)."""
     partial = directory.with_name(f".{directory.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
@@ -28,31 +28,40 @@ def export(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory
     if eos is not None:
         GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, do_sample=False).save_pretrained(partial)
     (partial / "lineage.json").write_text(json.dumps(lineage, indent=2, sort_keys=True))
-    losses = [(e["step"], e["loss"]) for e in history if e.get("loss") is not None]
-    (partial / "loss-curve.svg").write_text(loss_curve_svg(losses))
+    loss_curve_png(history, partial / "loss-curve.png")
     (partial / "model-card.md").write_text(model_card(summary, lineage))
     shutil.rmtree(directory, ignore_errors=True)
     partial.rename(directory)
     return directory
 
 
-def loss_curve_svg(points: list[tuple[int, float]], width: int = 480, height: int = 240) -> str:
-    """A dependency-free line chart of training loss against step."""
-    if len(points) < 2:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"/>\n'
-    steps, losses = [p[0] for p in points], [p[1] for p in points]
-    x0, x1, y0, y1 = min(steps), max(steps), min(losses), max(losses)
-    scale_x = (width - 60) / max(1, x1 - x0)
-    scale_y = (height - 40) / max(1e-9, y1 - y0)
-    path = " ".join(f"{40 + (s - x0) * scale_x:.1f},{height - 20 - (v - y0) * scale_y:.1f}" for s, v in points)
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-            f'<polyline fill="none" stroke="#1f77b4" stroke-width="2" points="{path}"/>'
-            f'<text x="40" y="14" font-size="12">training loss {y1:.3f} -> {losses[-1]:.3f} '
-            f'(steps {x0}-{x1})</text></svg>\n')
+def loss_curve_png(history: list[dict[str, Any]], path: Path) -> None:
+    """Training (and, where measured, validation) loss against step, as a PNG for the model card."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a pod
+    from matplotlib import pyplot
+
+    train = [(e["step"], e["loss"]) for e in history if e.get("loss") is not None]
+    validation = [(e["step"], e["validationLoss"]) for e in history if e.get("validationLoss") is not None]
+    figure, axes = pyplot.subplots(figsize=(6, 3.2), dpi=100)
+    for points, label in ((train, "training"), (validation, "validation")):
+        if points:
+            axes.plot(*zip(*points, strict=True), label=label, marker="." if len(points) < 20 else None)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss (nats/token)")
+    axes.grid(alpha=0.3)
+    if train or validation:
+        axes.legend()
+    else:
+        axes.text(0.5, 0.5, "no loss was reported", ha="center", va="center", transform=axes.transAxes)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)
 
 
 def model_card(summary: dict[str, Any], lineage: dict[str, Any]) -> str:
     rows = "\n".join(f"| {key} | {value} |" for key, value in summary.items())
     sources = "\n".join(f"- {key}: {value}" for key, value in sorted(lineage.items()))
     return ("# Model card\n\nTrained by llmops-operator.\n\n## Run summary\n\n| item | value |\n|---|---|\n"
-            f"{rows}\n\n![loss curve](loss-curve.svg)\n\n## Lineage\n\n{sources}\n")
+            f"{rows}\n\n![loss curve](loss-curve.png)\n\n## Lineage\n\n{sources}\n")

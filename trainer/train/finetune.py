@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import math
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -29,9 +31,10 @@ from pydantic import ValidationError
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from llmops.trainer.config import exit_codes
-from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig, Pooling
+from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
 from llmops.trainer.termination import fail
 
+from .checkpoint import Checkpointer, Preempted
 from .export import export
 from .metrics import MetricsLog
 from .schedule import learning_rate
@@ -120,6 +123,41 @@ def pad(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Te
     return {k: torch.tensor(v) for k, v in out.items()}
 
 
+def pack(examples: list[dict[str, list[int]]], capacity: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """Several examples per row (first fit, in order), each attending only to itself from position 0.
+
+    Returns input ids, labels, position ids (restarting per example) and a 4-D boolean attention mask that is
+    causal within each example and blocks attention across examples and to padding. Every token sees exactly
+    what it would see alone, so the loss equals the padded batch's with fewer padded positions.
+    """
+    capacity = max(capacity, *(len(e["input_ids"]) for e in examples))
+    rows: list[list[dict[str, list[int]]]] = []
+    for example in examples:
+        row = next((r for r in rows if sum(len(e["input_ids"]) for e in r) + len(example["input_ids"]) <= capacity),
+                   None)
+        if row is None:
+            rows.append([example])
+        else:
+            row.append(example)
+    length = max(sum(len(e["input_ids"]) for e in row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id)
+    labels = torch.full((len(rows), length), IGNORE)
+    positions = torch.zeros((len(rows), length), dtype=torch.long)
+    mask = torch.zeros((len(rows), 1, length, length), dtype=torch.bool)
+    for r, row in enumerate(rows):
+        start = 0
+        for example in row:
+            n = len(example["input_ids"])
+            ids[r, start:start + n] = torch.tensor(example["input_ids"])
+            labels[r, start:start + n] = torch.tensor(example.get("labels", example["input_ids"]))
+            labels[r, start] = IGNORE  # never predicted from the previous example's last token
+            positions[r, start:start + n] = torch.arange(n)
+            mask[r, 0, start:start + n, start:start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            start += n
+        mask[r, 0, start:, start:] = torch.eye(length - start, dtype=torch.bool)  # padding sees itself (no NaN)
+    return {"input_ids": ids, "labels": labels, "position_ids": positions, "attention_mask": mask}
+
+
 def response_logprob(model: Any, prompt: str, response: str, tokenizer: Any, max_length: int) -> torch.Tensor:
     """Sum of log p(response tokens | prompt) under `model`."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -131,6 +169,20 @@ def response_logprob(model: Any, prompt: str, response: str, tokenizer: Any, max
     return logprobs[len(prompt_ids) - 1:].sum()
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(count: int, seed: int, epoch: int) -> tuple[int, ...]:
+    return tuple(torch.randperm(count, generator=torch.Generator().manual_seed(seed + epoch)).tolist())
+
+
+def batch_records(count: int, batch_size: int, seed: int, position: int) -> list[int]:
+    """Record indices of the `position`-th micro-batch of the run: consecutive slices of a seeded permutation
+    per epoch (a partial last slice is dropped). A pure function of the position, so a resumed run needs only
+    its step to continue on the same data."""
+    size = min(batch_size, count)
+    epoch, index = divmod(position, count // size)
+    return list(_epoch_order(count, seed, epoch)[index * size:(index + 1) * size])
+
+
 class Method:
     """A method's model, trainable parameters and loss over a list of records."""
 
@@ -139,8 +191,6 @@ class Method:
         base = config.base_uri
         if config.method is FineTuneMethod.CLASSIFICATION:
             assert config.classification is not None
-            if config.classification.pooling is Pooling.MEAN:
-                raise NotImplementedError("classification.pooling mean is not built yet; use last")
             labels = config.classification.labels
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 base, num_labels=len(labels), id2label=dict(enumerate(labels)),
@@ -193,7 +243,10 @@ class Method:
                 margins.append(margin.item())
             return torch.stack(losses).mean(), {"rewardMargin": sum(margins) / len(margins)}
         examples = [sft_example(*prompt_and_response(r, config, tokenizer), tokenizer, config) for r in records]
-        batch = pad(examples, tokenizer.pad_token_id)
+        if config.sft.packing:
+            batch = pack(examples, config.data.max_length, tokenizer.pad_token_id)
+        else:
+            batch = pad(examples, tokenizer.pad_token_id)
         return self.model(**batch).loss, {}
 
     def exportable(self) -> Any:
@@ -217,31 +270,43 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
     opt = training.optimizer
     optimizer = torch.optim.AdamW(method.parameters(), lr=opt.learning_rate, betas=(opt.beta1, opt.beta2),
                                   eps=opt.eps, weight_decay=opt.weight_decay)
-    order = torch.Generator().manual_seed(training.seed)
-    permutation = torch.randperm(len(records.train), generator=order).tolist()
-    cursor, started = 0, time.monotonic()
+    # Only trainable weights are checkpointed: a LoRA checkpoint holds the adapters, not the frozen base.
+    checkpoints = Checkpointer(Path(config.output_uri) / "checkpoints", config.checkpoint.keep_last,
+                               trainable_only=True)
+    start, started = checkpoints.restore(method.model, optimizer), time.monotonic()
+    stop = {"requested": False}
+    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) \
+        if config.checkpoint.on_preemption else None
+    accumulation = training.batch.gradient_accumulation_steps
     method.model.train()
-    for step in range(max_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, opt.learning_rate, max_steps, training.schedule)
-        total, extras = 0.0, {}
-        for _ in range(training.batch.gradient_accumulation_steps):
-            if cursor + batch_size > len(permutation):
-                permutation = torch.randperm(len(records.train), generator=order).tolist()
-                cursor = 0
-            chunk = [records.train[i] for i in permutation[cursor:cursor + batch_size]]
-            cursor += batch_size
-            loss, extras = method.loss(chunk)
-            (loss / training.batch.gradient_accumulation_steps).backward()
-            total += loss.item() / training.batch.gradient_accumulation_steps
-        if not math.isfinite(total):
-            raise FloatingPointError(f"loss {total} at step {step + 1}")
-        if training.gradient_clip_norm:
-            torch.nn.utils.clip_grad_norm_(method.parameters(), training.gradient_clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % training.log_interval_steps == 0 or step + 1 == max_steps:
-            metrics.report(step=step + 1, totalSteps=max_steps, loss=round(total, 5), **extras)
+    try:
+        for step in range(start, max_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, opt.learning_rate, max_steps, training.schedule)
+            total, extras = 0.0, {}
+            for micro in range(accumulation):
+                chunk = [records.train[i] for i in batch_records(len(records.train), batch_size, training.seed,
+                                                                 step * accumulation + micro)]
+                loss, extras = method.loss(chunk)
+                (loss / accumulation).backward()
+                total += loss.item() / accumulation
+            if not math.isfinite(total):
+                metrics.report(step=step + 1, loss=total, error="NonFiniteLoss")
+                raise FloatingPointError(f"loss {total} at step {step + 1}; the last good checkpoint is kept")
+            if training.gradient_clip_norm:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), training.gradient_clip_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % training.log_interval_steps == 0 or done == max_steps:
+                metrics.report(step=done, totalSteps=max_steps, loss=round(total, 5), **extras)
+            if done % config.checkpoint.interval_steps == 0 and done < max_steps or stop["requested"]:
+                checkpoints.save(done, method.model, optimizer, {"config": config.to_wire()})
+            if stop["requested"]:
+                raise Preempted(f"SIGTERM at step {done}: checkpoint written")
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     method.model.eval()
     summary: dict[str, Any] = {"method": config.method.value, "steps": max_steps, "trainRecords": len(records.train),
                                "validationRecords": len(records.validation), "malformedRecords": records.malformed,
@@ -268,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("llmops-finetune", str(error), exit_codes.CONFIG_ERROR)
     except FloatingPointError as error:
         return fail("llmops-finetune", f"NonFiniteLoss: {error}", exit_codes.NON_FINITE_LOSS)
+    except Preempted as reason:
+        return fail("llmops-finetune", str(reason), exit_codes.PREEMPTED)
     return exit_codes.SUCCESS
 
 

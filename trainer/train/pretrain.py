@@ -25,22 +25,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from pydantic import ValidationError
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.nn.parallel import DistributedDataParallel
 
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
 from llmops.trainer.termination import fail
 
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, Preempted
 from .export import export, wrap_tokenizer
 from .metrics import MetricsLog, flops_per_token, peak_flops
-from .model import build_model
+from .model import build_model, to_huggingface
 from .schedule import learning_rate
 from .shards import TokenShards
-
-
-class Preempted(Exception):
-    """SIGTERM arrived; a checkpoint has been written."""
 
 
 class OutOfMemory(RuntimeError):
@@ -105,7 +102,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     if world > 1 and training.strategy is Strategy.FSDP:
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.model.layers:
+        for layer in model.layers:
             fully_shard(layer)
         wrapped: torch.nn.Module = fully_shard(model)
     elif world > 1:
@@ -131,7 +128,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     def forward_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         context = torch.autocast(device.type, dtype=autocast) if autocast else nullcontext()
         with context:
-            logits = wrapped(input_ids=inputs.to(device)).logits
+            logits = wrapped(inputs.to(device))
         return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.to(device).reshape(-1))
 
     def validation_loss() -> float | None:
@@ -207,9 +204,13 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                "validationLoss": next((e["validationLoss"] for e in reversed(metrics.history)
                                        if e.get("validationLoss") is not None), None),
                "processes": world, "device": device.type}
+    # Every rank takes part in gathering the full weights (a collective under FSDP); rank 0 writes them.
+    full_state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) \
+        if dist.is_initialized() else model.state_dict()
     if rank == 0:
         eos_token = train_data_token(data_dir, train_data.eos_id)
-        export(model, wrap_tokenizer(data_dir / "tokenizer.json", eos_token), out_dir / "model", summary=summary,
+        export(to_huggingface(model, full_state), wrap_tokenizer(data_dir / "tokenizer.json", eos_token),
+               out_dir / "model", summary=summary,
                history=metrics.history,
                lineage={"datasetManifestSha256": _sha256(data_dir / "manifest.json"), "dataset": str(data_dir),
                         **config.lineage})
