@@ -45,6 +45,10 @@ def workload_status(previous: StatusT, state: JobState, *, generation: int | Non
     status = previous.model_copy(deep=True)
     old_phase = status.phase
     done = state.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if previous.job_name not in (None, job_name):  # a new run (new generation) starts from zero
+        status.progress = None
+        if "metrics" in type(status).model_fields:
+            status = status.model_copy(update={"metrics": None})
     status.phase = state.phase
     status.observed_generation = generation
     status.job_name = job_name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
@@ -23,7 +25,9 @@ from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
+from llmops.operator.reconcile.jobs import CONTAINER
 from llmops.operator.reconcile.objects import LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
+from llmops.operator.reconcile.progress import ProgressReport, parse_progress, rank_zero_pod, with_progress
 from llmops.operator.reconcile.workload import Decision
 
 from .kube import KubeWriter
@@ -35,7 +39,12 @@ RESYNC_SECONDS = 60.0
 # wrote over an index that still shows the older state, so one change does not cause repeated writes (and
 # repeated Events). After it, the index is the truth again, so drift is still corrected.
 READ_YOUR_WRITES_SECONDS = 10.0
+# How much of a workload's log one progress read fetches: the trainers print a report every few seconds at most,
+# one line of a few hundred bytes each, so the newest report is well inside.
+PROGRESS_TAIL_LINES = 50
+PROGRESS_LIMIT_BYTES = 64 * 1024
 Key = tuple[str, str]
+log = logging.getLogger("llmops.operator.progress")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,8 @@ class Controller:
         self._phases: dict[tuple[str, str, str], str] = {}
         self._written_status: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._applied: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+        self._progress: dict[tuple[str, str, str], ProgressReport] = {}
+        self._log_forbidden_said = False
 
     def _recent(self, cache: dict[Any, tuple[float, dict[str, Any]]], key: Any) -> dict[str, Any] | None:
         entry = cache.get(key)
@@ -137,7 +148,8 @@ class Controller:
             if (child_kind, name) not in wanted:
                 await asyncio.to_thread(self.writer.delete, stale)
 
-        await self._write_status(kind, body, decision.status)
+        key = (kind.name, meta["namespace"], meta["name"])
+        await self._write_status(kind, body, with_progress(decision.status, self._progress.get(key)))
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             self.metrics.api_writes.labels("event").inc()
@@ -149,6 +161,38 @@ class Controller:
             meta = body["metadata"]
             await asyncio.to_thread(self.writer.patch_status, kind.plural, meta["namespace"], meta["name"], patch)
             self._written_status[(kind.name, meta["namespace"], meta["name"])] = (time.monotonic(), status)
+
+    async def observe_progress(self, kind: Kind, body: dict[str, Any], pods: list[dict[str, Any]]) -> bool:
+        """Read the rank-0 pod's log tail of a Running resource; True when it reports progress not shown yet.
+
+        A log that cannot be read (pod not started yet, gone, no log yet) is a normal moment of a run, not an
+        error: it is skipped quietly and read again on the next tick.
+        """
+        meta, status = body["metadata"], body.get("status") or {}
+        job_name = status.get("jobName")
+        if status.get("phase") != Phase.RUNNING or not job_name:
+            return False
+        pod = rank_zero_pod(pods, job_name)
+        if pod is None:
+            return False
+        try:
+            tail = await asyncio.to_thread(self.writer.read_log, meta["namespace"], pod, CONTAINER,
+                                           PROGRESS_TAIL_LINES, PROGRESS_LIMIT_BYTES)
+        except ApiException as error:
+            if error.status == 403 and not self._log_forbidden_said:  # a setup problem, not a moment of a run
+                self._log_forbidden_said = True
+                log.warning("no live progress: reading pod logs is forbidden (the operator's role needs pods/log get)")
+            log.debug("no log of pod %s/%s yet: HTTP %s %s", meta["namespace"], pod, error.status, error.reason)
+            return False
+        except (OSError, urllib3.exceptions.HTTPError) as error:  # connection trouble: the next tick tries again
+            log.debug("reading the log of pod %s/%s failed: %s", meta["namespace"], pod, error)
+            return False
+        report = parse_progress(tail, kind.name, job_name)
+        key = (kind.name, meta["namespace"], meta["name"])
+        if report is None or report == self._progress.get(key):
+            return False
+        self._progress[key] = report
+        return True
 
     async def _fail(self, kind: Kind, body: dict[str, Any], reason: str, message: str, now: datetime) -> None:
         status = kind.model.field_model("status").model_validate(body.get("status") or {})
@@ -168,6 +212,7 @@ class Controller:
         self._locks.pop(key, None)
         self._phases.pop(key, None)
         self._written_status.pop(key, None)
+        self._progress.pop(key, None)
         self._refresh_gauge()
 
     def _count_phase(self, kind: Kind, body: dict[str, Any], phase: str | None) -> None:
@@ -281,3 +326,16 @@ def _register_kind(registry: kopf.OperatorRegistry, controller: Controller, kind
                       id=f"{kind.plural}-{plural}-event", registry=registry)(on_child_event)
     kopf.timer(GROUP, VERSION, kind.plural, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS,
                id=f"{kind.plural}-resync", registry=registry)(resync)
+
+    async def read_progress(body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
+        snapshot = _snapshot(body)
+        pods = _children_of(namespace, kind, name, indexes).get("Pod", [])
+        if await controller.observe_progress(kind, snapshot, pods):
+            await _reconcile_from_indexes(controller, kind, snapshot, indexes)
+
+    # Only Running resources have a timer (Kopf starts and stops it as the phase changes), so the cost is one
+    # log read per interval per running workload, and at most one status write when the progress moved.
+    interval = controller.settings.progress_interval_seconds
+    if interval > 0:
+        kopf.timer(GROUP, VERSION, kind.plural, interval=interval, field="status.phase", value=Phase.RUNNING.value,
+                   id=f"{kind.plural}-progress", registry=registry)(read_progress)

@@ -22,24 +22,33 @@ def _path(api_version: str, kind: str, namespace: str, name: str | None = None) 
 
 
 class KubeWriter:
-    """Thin, blocking I/O; callers run it in a thread. Reports each write (llmops_api_writes_total)."""
+    """Thin, blocking I/O; callers run it in a thread. Reports each write (llmops_api_writes_total).
+
+    Its one read, `read_log`, is here because it is no watch: the indexes cannot give it.
+    """
 
     def __init__(self, api: client.ApiClient, on_write: Callable[[str], None] = lambda _: None):
         self.api = api
         self.on_write = on_write
 
-    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-              query: list[tuple[str, str]] | None = None) -> Any:
-        self.on_write("status" if path.endswith("/status") else method.lower())
+    def _request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+                 query: list[tuple[str, str]] | None = None, accept: str = "application/json",
+                 timeout: float | None = None) -> bytes:
         method, url, headers, body, post = self.api.param_serialize(
             method=method, resource_path=path, query_params=query or [], body=body,
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            auth_settings=["BearerToken"])
-        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post)
+            header_params={"Content-Type": content_type, "Accept": accept}, auth_settings=["BearerToken"])
+        response = self.api.call_api(method, url, header_params=headers, body=body, post_params=post,
+                                     _request_timeout=timeout)
         response.read()
         if not 200 <= response.status < 300:
             raise client.ApiException(http_resp=response)
-        return json.loads(response.data) if response.data else None
+        return bytes(response.data or b"")
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
+              query: list[tuple[str, str]] | None = None) -> Any:
+        self.on_write("status" if path.endswith("/status") else method.lower())
+        data = self._request(method, path, body, content_type, query)
+        return json.loads(data) if data else None
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply: create or converge the object to exactly the fields we own."""
@@ -61,3 +70,12 @@ class KubeWriter:
         """Merge-patch the status subresource (status is ours alone, so no apply semantics are needed)."""
         self._call("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
                    body={"status": patch}, content_type="application/merge-patch+json")
+
+    def read_log(self, namespace: str, pod: str, container: str, tail_lines: int, limit_bytes: int,
+                 timeout: float = 10) -> str:
+        """The last `tail_lines` lines of a container's log, at most `limit_bytes` (a read: no write counted).
+        Decoded leniently: a workload may print any bytes."""
+        data = self._request("GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                             query=[("container", container), ("tailLines", str(tail_lines)),
+                                    ("limitBytes", str(limit_bytes))], accept="*/*", timeout=timeout)
+        return data.decode("utf-8", errors="replace")

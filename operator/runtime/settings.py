@@ -36,6 +36,9 @@ class OperatorSettings(BaseModel):
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """Prometheus endpoint (/metrics); 0 disables it."""
 
+    progress_interval_seconds: float = Field(default=15, ge=0, le=3600)
+    """How often the log tail of a running workload's rank-0 pod is read for live progress; 0 turns it off."""
+
     leader_election: bool = True
     lease_name: str = "llmops-operator"
     lease_namespace: str = "default"

@@ -52,6 +52,10 @@ FAKE_RUN_DURATION_ANNOTATION = "llmops.dev/fake-run-duration"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
+# Every fake node's address: kwok serves the kubelet API (container logs) for all of them on one loopback port,
+# and the API server reaches a node's kubelet at its InternalIP and status.daemonEndpoints port.
+NODE_IP = "127.0.0.1"
+KWOK_GROUP, KWOK_VERSION = "kwok.x-k8s.io", "v1alpha1"
 
 # (name, labels, allocatable, taints) of the fake nodes.
 NODES: list[tuple[str, dict[str, str], dict[str, str], list[dict[str, str]]]] = [
@@ -159,9 +163,13 @@ def make_pki(d: Path) -> None:
     sans += [x509.DNSName(n) for n in ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
                                        "kubernetes.default.svc.cluster.local")]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.0.0.1")]
+    kubelet_sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(NODE_IP))]
     for name, subject, server in (
         ("apiserver", _name("kube-apiserver"), sans),
         ("admin", _name("llmops-admin", "system:masters"), None),  # RBAC superuser group
+        # kwok's kubelet API (pod logs) serves with this; the API server checks it against the CA.
+        ("kubelet", _name("kwok-kubelet"), kubelet_sans),
+        ("apiserver-kubelet-client", _name("kube-apiserver-kubelet-client"), None),
     ):
         key = ec.generate_private_key(ec.SECP256R1())
         (d / f"{name}.crt").write_bytes(_pem(_cert(subject, key, (ca, ca_key), server_sans=server)))
@@ -267,6 +275,7 @@ class TestCluster:
         self._watchdog: subprocess.Popen[str] | None = None
         self._ssl: ssl.SSLContext | None = None
         self._workdir: Path | None = None
+        self._kubelet_port = 0
         self.server = ""
 
     # Context manager -------------------------------------------------------------------------
@@ -315,7 +324,7 @@ class TestCluster:
         logs.mkdir()
         make_pki(pki)
         ports: set[int] = set()
-        etcd_client, etcd_peer, api_port = (_free_port(ports) for _ in range(3))
+        etcd_client, etcd_peer, api_port, self._kubelet_port = (_free_port(ports) for _ in range(4))
         self.server = f"https://127.0.0.1:{api_port}"
         user = {
             "client-certificate-data": base64.b64encode((pki / "admin.crt").read_bytes()).decode(),
@@ -350,6 +359,11 @@ class TestCluster:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=RBAC", "--allow-privileged=true",
+            # Pod logs: the API server proxies them from the node's "kubelet", which is kwok's server.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             # The `kubernetes` Service's Endpoints may not point at 127.0.0.1 (validation rejects
             # loopback), so the reconciler would fail forever; nothing in this cluster needs them.
             "--endpoint-reconciler-type=none",
@@ -372,15 +386,23 @@ class TestCluster:
             str(bin_dir / "kube-scheduler"), *common,
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
         ])
+        # kwok serves pod logs as a kubelet would, from files named by `Logs` objects (see set_pod_log): their
+        # CRD must be established before kwok starts watching them.
+        self.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", _kwok_logs_crd())
+        self.wait_for("kwok Logs CRD", self._logs_crd_established)
+        (w / "pod-logs").mkdir()
         # HOME points into the workdir so a developer's ~/.kwok/kwok.yaml is not merged in.
         self._spawn("kwok", [
             str(bin_dir / "kwok"), f"--kubeconfig={kc}", f"--config={HERE / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            "--node-ip=10.200.0.1", f"--cidr={POD_CIDR}",
+            f"--node-ip={NODE_IP}", f"--cidr={POD_CIDR}",
+            f"--server-address={NODE_IP}:{self._kubelet_port}", f"--node-port={self._kubelet_port}",
+            f"--tls-cert-file={pki / 'kubelet.crt'}", f"--tls-private-key-file={pki / 'kubelet.key'}",
+            "--enable-crds=Logs",
         ], env={**os.environ, "HOME": str(w)})
 
-        for i, (name, labels, alloc, taints) in enumerate(NODES):
-            self.request("POST", "/api/v1/nodes", _node(name, labels, alloc, taints, f"10.200.0.{10 + i}"))
+        for name, labels, alloc, taints in NODES:
+            self.request("POST", "/api/v1/nodes", _node(name, labels, alloc, taints, NODE_IP, self._kubelet_port))
         self.wait_for("nodes Ready", self._nodes_ready)
         # Pod creation is refused (ServiceAccount admission) until the SA controller has made it.
         default_sa = "/api/v1/namespaces/default/serviceaccounts/default"
@@ -451,6 +473,26 @@ class TestCluster:
         pod: dict[str, Any] = self.request("GET", path)
         return pod
 
+    def set_pod_log(self, namespace: str, pod: str, lines: list[str], container: str = "main") -> None:
+        """Make `lines` the stdout of a pod's container, as `kubectl logs` and the pods/log API return it.
+
+        kwok's kubelet API reads the file a `Logs` object (kwok.x-k8s.io, one per pod) names; call again with
+        more lines to let the "workload" print more. The file is in the CRI log format a kubelet keeps.
+        """
+        path = self.workdir / "pod-logs" / f"{namespace}_{pod}_{container}.log"
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{stamp} stdout F {line}\n" for line in lines))
+        tmp.rename(path)  # a reader sees the old log or the new one, never half of it
+        logs = {"apiVersion": f"{KWOK_GROUP}/{KWOK_VERSION}", "kind": "Logs",
+                "metadata": {"name": pod, "namespace": namespace},
+                "spec": {"logs": [{"containers": [container], "logsFile": str(path)}]}}
+        try:
+            self.request("POST", f"/apis/{KWOK_GROUP}/{KWOK_VERSION}/namespaces/{namespace}/logs", logs)
+        except ApiError as e:
+            if e.status != 409:  # already there: the new file content is all that changes
+                raise
+
     def service_account_kubeconfig(self, namespace: str, name: str, path: Path | None = None, *,
                                    create: bool = True, expiration_seconds: int = 86400) -> Path:
         """Write a kubeconfig that authenticates as the ServiceAccount (token from TokenRequest)."""
@@ -504,6 +546,10 @@ class TestCluster:
         self.request("GET", path, timeout=5)
         return True
 
+    def _logs_crd_established(self) -> bool:
+        crd = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/logs.{KWOK_GROUP}")
+        return any(c["type"] == "Established" and c["status"] == "True" for c in crd["status"].get("conditions") or [])
+
     def _nodes_ready(self) -> bool:
         items = self.request("GET", "/api/v1/nodes")["items"]
         return len(items) >= len(NODES) and all(
@@ -515,8 +561,25 @@ class TestCluster:
         )
 
 
+def _kwok_logs_crd() -> dict[str, Any]:
+    """The CRD of kwok's namespaced `Logs` kind, as little of it as kwok's watch needs (kwok validates the spec
+    itself): spec.logs[] = {containers: [names], logsFile: path, previousLogsFile: path, follow: bool}."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"logs.{KWOK_GROUP}"},
+        "spec": {
+            "group": KWOK_GROUP, "scope": "Namespaced",
+            "names": {"kind": "Logs", "listKind": "LogsList", "plural": "logs", "singular": "logs"},
+            "versions": [{"name": KWOK_VERSION, "served": True, "storage": True, "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                              "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                              "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
+        },
+    }
+
+
 def _node(name: str, labels: dict[str, str], alloc: dict[str, str], taints: list[dict[str, str]],
-          ip: str) -> dict[str, Any]:
+          ip: str, kubelet_port: int) -> dict[str, Any]:
     # Status is accepted on create; kwok's node-initialize stage keeps the allocatable/addresses.
     return {
         "apiVersion": "v1",
@@ -529,7 +592,8 @@ def _node(name: str, labels: dict[str, str], alloc: dict[str, str], taints: list
         },
         "spec": {"taints": taints},
         "status": {"allocatable": alloc, "capacity": alloc,
-                   "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]},
+                   "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
+                   "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}}},
     }
 
 

@@ -148,13 +148,13 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 class Replica:
     """One `llmops operator run` process, as the chart would run it, authenticated as the chart's SA."""
 
-    def __init__(self, name: str, kubeconfig: Path, log_dir: Path, lease: str):
+    def __init__(self, name: str, kubeconfig: Path, log_dir: Path, lease: str, env: dict[str, str] | None = None):
         self.name, self.health, self.metrics = name, free_port(), free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "LLMOPS_POD_NAME": name, "LLMOPS_LEASE_NAME": lease,
                "LLMOPS_LEASE_NAMESPACE": RELEASE_NAMESPACE, "LLMOPS_LEASE_DURATION_SECONDS": "6",
                # An object-store root: a pvc:// root would leave pods Pending without a bound volume.
                "LLMOPS_ARTIFACT_ROOT": ARTIFACT_ROOT,
-               "LLMOPS_HEALTH_PORT": str(self.health), "LLMOPS_METRICS_PORT": str(self.metrics)}
+               "LLMOPS_HEALTH_PORT": str(self.health), "LLMOPS_METRICS_PORT": str(self.metrics), **(env or {})}
         self.log = log_dir / f"{name}.log"
         self.process = subprocess.Popen([str(BIN / "llmops"), "operator", "run"], env=env,
                                         stdout=self.log.open("w"), stderr=subprocess.STDOUT)
@@ -195,8 +195,9 @@ class Operators:
         self.lease = f"llmops-{uuid.uuid4().hex[:8]}"
         self.started: list[Replica] = []
 
-    def start(self, name: str) -> Replica:
-        replica = Replica(name, self.kubeconfig, self.log_dir, self.lease)
+    def start(self, name: str, env: dict[str, str] | None = None) -> Replica:
+        """Start a replica; `env` adds or overrides LLMOPS_* settings (e.g. a short progress interval)."""
+        replica = Replica(name, self.kubeconfig, self.log_dir, self.lease, env)
         self.started.append(replica)
         return replica
 

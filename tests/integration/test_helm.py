@@ -62,6 +62,8 @@ def test_default_render_has_the_operator_and_its_least_privilege_rbac() -> None:
     assert ("batch", "jobs", "create") in allowed
     assert ("llmops.dev", "pretrainjobs/status", "patch") in allowed
     assert ("", "pods", "delete") not in allowed  # pods are read, never written
+    # Live progress reads the rank-0 pod's log, and nothing else of pods' subresources.
+    assert {(g, r, v) for g, r, v in allowed if r.startswith("pods/")} == {("", "pods/log", "get")}
     assert not any(resource == "secrets" for _, resource, _ in allowed)  # Secrets are only referenced
 
 
@@ -79,6 +81,7 @@ def test_operator_pod_is_locked_down_and_probed() -> None:
     assert container["image"] == "ghcr.io/llmops-dev/operator:0.1.0"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["LLMOPS_TRAINER_IMAGE"].startswith("ghcr.io/llmops-dev/trainer:")
+    assert env["LLMOPS_PROGRESS_INTERVAL_SECONDS"] == "15"
 
 
 def test_watching_named_namespaces_binds_roles_there_only() -> None:
@@ -112,6 +115,7 @@ def test_chart_installs_the_generated_crds() -> None:
     [
         ("replicaCount=-1", "/replicaCount"),
         ("logLevel=loud", "/logLevel"),
+        ("progress.intervalSeconds=-5", "/progress/intervalSeconds"),
         ("metrics.port=80", "/metrics/port"),
         ("watchNamespaces={Team_A}", "/watchNamespaces/0"),
         ("replicas=3", "replicas"),  # a typo of replicaCount: unknown keys are rejected
