@@ -1,11 +1,12 @@
 """The model we pretrain: a Llama decoder (RMSNorm, RoPE, SwiGLU, grouped-query attention) in one readable file.
 
-Why our own module and not transformers' LlamaForCausalLM: the query/key/value and the gate/up projections are
-each fused into one matrix (fewer, larger matrix multiplies), attention is SDPA with `is_causal` (no mask
-tensor is built), and the forward returns logits only. It computes the same function as LlamaForCausalLM:
-`to_huggingface` splits the fused weights into transformers' layout, and a test proves identical logits, so
-every export still loads unchanged in transformers, vLLM, TGI and lm-eval. Parallelism (DDP/FSDP) wraps the
-model from outside and never changes this file.
+Our own module rather than transformers' LlamaForCausalLM so the whole forward pass is here to read, profile
+and compile (no mask construction, cache plumbing or attention dispatch: SDPA with `is_causal`), and so the
+trainer does not depend on transformers' internals. It computes the same function as LlamaForCausalLM:
+`to_huggingface` maps the weights to transformers' names, and a test proves identical logits, so every export
+still loads unchanged in transformers, vLLM, TGI and lm-eval. Projections are kept separate: on CPU, fusing
+q/k/v and gate/up into one matrix saved no matrix-multiply time and added a concatenation to the backward
+pass (measured, bench/RESULTS.md). Parallelism (DDP/FSDP) wraps the model from outside.
 """
 
 from __future__ import annotations
@@ -66,16 +67,16 @@ class Attention(nn.Module):
         self.heads, self.head_dim = config.num_heads, config.head_dim
         self.kv_heads = config.kv_heads or config.num_heads
         self.dropout = config.dropout
-        self.qkv = nn.Linear(config.hidden_size, (self.heads + 2 * self.kv_heads) * self.head_dim, bias=False)
+        self.q = nn.Linear(config.hidden_size, self.heads * self.head_dim, bias=False)
+        self.k = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
+        self.v = nn.Linear(config.hidden_size, self.kv_heads * self.head_dim, bias=False)
         self.out = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, rope: RotaryEmbedding) -> torch.Tensor:
         batch, length, _ = x.shape
-        q, k, v = self.qkv(x).split(
-            [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
-        q = rope(q.view(batch, length, self.heads, self.head_dim).transpose(1, 2))
-        k = rope(k.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2))
-        v = v.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = rope(self.q(x).view(batch, length, self.heads, self.head_dim).transpose(1, 2))
+        k = rope(self.k(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2))
+        v = self.v(x).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
         if self.kv_heads != self.heads:  # grouped-query attention: each KV head serves a group of query heads
             k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
             v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
@@ -84,16 +85,16 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x)), with gate and up in one matrix."""
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.gate_up = nn.Linear(config.hidden_size, 2 * config.resolved_intermediate_size, bias=False)
+        self.gate = nn.Linear(config.hidden_size, config.resolved_intermediate_size, bias=False)
+        self.up = nn.Linear(config.hidden_size, config.resolved_intermediate_size, bias=False)
         self.down = nn.Linear(config.resolved_intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+        return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
 class Block(nn.Module):
@@ -138,22 +139,22 @@ def build_model(config: ModelConfig, vocab_size: int, eos_id: int | None = None)
     return Transformer(config, vocab_size, eos_id)
 
 
-def huggingface_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our state dict (full, unsharded) under transformers' LlamaForCausalLM names, the fused matrices split."""
-    q_size, kv_size = config.num_heads * config.head_dim, (config.kv_heads or config.num_heads) * config.head_dim
+# Our parameter names -> transformers' (per layer, after "layers.{i}." / "model.layers.{i}.").
+LAYER_NAMES = {"attention.q": "self_attn.q_proj",
+               "attention.k": "self_attn.k_proj", "attention.v": "self_attn.v_proj",
+               "attention.out": "self_attn.o_proj", "mlp.gate": "mlp.gate_proj", "mlp.up": "mlp.up_proj",
+               "mlp.down": "mlp.down_proj", "attention_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
+
+
+def huggingface_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our state dict (full, unsharded) under transformers' LlamaForCausalLM names."""
     out = {"model.embed_tokens.weight": state["embed.weight"], "model.norm.weight": state["norm.weight"],
            "lm_head.weight": state.get("lm_head.weight", state["embed.weight"])}
-    for i in range(config.num_layers):
-        ours, theirs = f"layers.{i}.", f"model.layers.{i}."
-        q, k, v = state[ours + "attention.qkv.weight"].split([q_size, kv_size, kv_size])
-        gate, up = state[ours + "mlp.gate_up.weight"].chunk(2)
-        out |= {theirs + "self_attn.q_proj.weight": q, theirs + "self_attn.k_proj.weight": k,
-                theirs + "self_attn.v_proj.weight": v,
-                theirs + "self_attn.o_proj.weight": state[ours + "attention.out.weight"],
-                theirs + "mlp.gate_proj.weight": gate, theirs + "mlp.up_proj.weight": up,
-                theirs + "mlp.down_proj.weight": state[ours + "mlp.down.weight"],
-                theirs + "input_layernorm.weight": state[ours + "attention_norm.weight"],
-                theirs + "post_attention_layernorm.weight": state[ours + "mlp_norm.weight"]}
+    for name, tensor in state.items():
+        if name.startswith("layers."):
+            _, index, rest = name.split(".", 2)
+            module, _, parameter = rest.rpartition(".")
+            out[f"model.layers.{index}.{LAYER_NAMES[module]}.{parameter}"] = tensor
     return {name: tensor.detach().contiguous() for name, tensor in out.items()}
 
 
@@ -165,5 +166,5 @@ def to_huggingface(model: Transformer, state: dict[str, torch.Tensor] | None = N
     state = state if state is not None else model.state_dict()
     hf = LlamaForCausalLM(hf_config(model.config, model.vocab_size, model.eos_id))
     hf.config._attn_implementation = "sdpa"
-    hf.load_state_dict(huggingface_state_dict(state, model.config), strict=True)
+    hf.load_state_dict(huggingface_state_dict(state), strict=True)
     return hf.eval()
