@@ -109,8 +109,8 @@ def _apply_verdict(status: EvaluationStatus, document: dict[str, Any] | None, ge
         status.results = []
     status.verdict = Verdict(document["verdict"])
     passed = status.verdict is Verdict.PASSED
-    failing = [f"{r.task}/{r.metric.value} {r.value:.4g} (needs {r.threshold})" for r in status.results
-               if r.passed is False]
+    failing = [f"{r.task}/{r.metric.value} {'unmeasured' if r.value is None else format(r.value, '.4g')} "
+               f"(needs {r.threshold})" for r in status.results if r.passed is False]
     message = "every threshold held" if passed else "failed: " + "; ".join(failing)
     set_condition(status.conditions, "Passed", passed, status.verdict.value, message, now, generation)
     if previous == status.verdict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -49,8 +48,10 @@ def test_relative_to_baseline(metric: str, value: float, baseline: float, tolera
 
 def test_a_threshold_on_an_unmeasured_metric_fails_and_says_why() -> None:
     decision, (result, other) = verdict([threshold(metric="f1", min=0.1)], {("t", "acc"): 1.0}, {})
-    assert decision == "Failed" and math.isnan(result.value) and "was not measured" in result.threshold
+    assert decision == "Failed" and result.value is None and "was not measured" in result.threshold
     assert (other.metric, other.passed) == ("acc", None)
+    assert result.to_wire() == {"task": "t", "metric": "f1", "threshold": "f1 was not measured by task t",
+                                "passed": False}  # valid JSON: no NaN in results.json or the status
 
 
 def test_the_verdict_fits_the_termination_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

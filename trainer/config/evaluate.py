@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from .base import ApiModel, Rule
+from .base import ApiModel, Rule, StatusModel
 from .types import Name
 
 
@@ -142,3 +142,28 @@ class EvalJobConfig(EvalRunConfig):
 
     name: str = Field(default="evaluation", min_length=1, max_length=253)
     """Name of the Evaluation (in the report and the model card)."""
+
+
+class MetricResult(StatusModel):
+    """One measured metric, with the threshold it was held to."""
+
+    task: str
+    """Task name."""
+
+    metric: Metric
+    """Metric name."""
+
+    value: float | None = None
+    """Measured value; unset when the task did not measure this metric (the threshold then fails)."""
+
+    baseline_value: float | None = None
+    """The baseline model's value, when compared."""
+
+    threshold: str | None = None
+    """The condition, e.g. ">= 0.6" or "<= baseline + 0.5"."""
+
+    margin: float | None = None
+    """How far inside (positive) or outside (negative) the threshold the value is."""
+
+    passed: bool | None = None
+    """Whether the threshold held; unset when no threshold applies."""

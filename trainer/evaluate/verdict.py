@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-from llmops.trainer.config.evaluate import Baseline, Metric, Threshold
+from llmops.trainer.config.evaluate import Baseline, Metric, MetricResult, Threshold
 
 
-@dataclass(frozen=True)
-class Result:
-    task: str
-    metric: str
-    value: float
-    baseline_value: float | None = None
-    threshold: str | None = None
-    margin: float | None = None
-    passed: bool | None = None
-
-    def to_wire(self) -> dict[str, object]:
-        names = {"baseline_value": "baselineValue"}
-        return {names.get(k, k): v for k, v in asdict(self).items() if v is not None}
-
-
-def check(threshold: Threshold, value: float, baseline: float | None) -> Result:
+def check(threshold: Threshold, value: float, baseline: float | None) -> MetricResult:
     """One threshold against one measured value; margin > 0 means inside the bound by that much."""
     metric = Metric(threshold.metric)
     if threshold.relative_to is Baseline.BASELINE:
@@ -39,24 +22,26 @@ def check(threshold: Threshold, value: float, baseline: float | None) -> Result:
     else:
         assert threshold.max is not None
         margin, description = threshold.max - value, f"<= {threshold.max}"
-    return Result(threshold.task, metric.value, value, baseline, description, round(margin, 6), margin >= 0)
+    return MetricResult(task=threshold.task, metric=metric, value=value, baseline_value=baseline,
+                        threshold=description, margin=round(margin, 6), passed=margin >= 0)
 
 
 def verdict(thresholds: list[Threshold], values: dict[tuple[str, str], float],
-            baseline: dict[tuple[str, str], float]) -> tuple[str, list[Result]]:
+            baseline: dict[tuple[str, str], float]) -> tuple[str, list[MetricResult]]:
     """("Passed" | "Failed", every metric with its threshold). A threshold whose metric is missing fails."""
-    results: list[Result] = []
+    results: list[MetricResult] = []
     checked = set()
     for threshold in thresholds:
         key = (threshold.task, threshold.metric.value)
         checked.add(key)
         if key not in values:
-            results.append(Result(threshold.task, threshold.metric.value, float("nan"),
-                                  threshold=f"{key[1]} was not measured by task {key[0]}", passed=False))
+            results.append(MetricResult(task=threshold.task, metric=threshold.metric,
+                                        threshold=f"{key[1]} was not measured by task {key[0]}", passed=False))
             continue
         results.append(check(threshold, values[key], baseline.get(key)))
     for key, value in sorted(values.items()):
         if key not in checked:
-            results.append(Result(key[0], key[1], value, baseline.get(key)))
+            results.append(MetricResult(task=key[0], metric=Metric(key[1]), value=value,
+                                        baseline_value=baseline.get(key)))
     passed = all(r.passed is not False for r in results)
     return ("Passed" if passed else "Failed"), results

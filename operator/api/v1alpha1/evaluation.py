@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmops.trainer.config.base import Rule, StatusModel
-from llmops.trainer.config.evaluate import EvalRunConfig, Metric, TaskSettings, Threshold
+from llmops.trainer.config.base import Rule
+from llmops.trainer.config.evaluate import EvalRunConfig, MetricResult, TaskSettings, Threshold
 from llmops.trainer.config.types import Uri
 
 from .common import (
@@ -110,31 +110,6 @@ class EvaluationSpec(EvalRunConfig):
 class Verdict(StrEnum):
     PASSED = "Passed"
     FAILED = "Failed"
-
-
-class MetricResult(StatusModel):
-    """One measured metric, with the threshold it was held to."""
-
-    task: str
-    """Task name."""
-
-    metric: Metric
-    """Metric name."""
-
-    value: float
-    """Measured value."""
-
-    baseline_value: float | None = None
-    """The baseline model's value, when compared."""
-
-    threshold: str | None = None
-    """The condition, e.g. ">= 0.6" or "<= baseline + 0.5"."""
-
-    margin: float | None = None
-    """How far inside (positive) or outside (negative) the threshold the value is."""
-
-    passed: bool | None = None
-    """Whether the threshold held; unset when no threshold applies."""
 
 
 class EvaluationStatus(WorkloadStatus):
