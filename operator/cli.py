@@ -50,6 +50,24 @@ def _operator_run(_: argparse.Namespace) -> int:
     return run()
 
 
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    try:
+        from llmops.trainer.serve.cli import add_options
+    except ImportError:  # an install without the `serve` extra: `llmops serve` then says what is missing
+        return
+    add_options(parser)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from llmops.trainer.serve.cli import run
+    except ImportError as error:
+        print(f"llmops: the model server needs the `serve` extra (pip install 'llmops-operator[serve]'): {error}",
+              file=sys.stderr)
+        return NOT_BUILT_EXIT_CODE
+    return run(args)
+
+
 def _not_built(what: str) -> int:
     message = f"{what} is not built yet: it arrives with a later issue (see README, 'Status')."
     print(f"llmops: {NotBuiltYet(message)}", file=sys.stderr)
@@ -83,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=_operator_run)
 
     serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
-    serve.add_argument("model", help="Hugging Face-format model directory")
-    serve.set_defaults(func=lambda _: _not_built("the model server (`llmops serve`)"))
+    serve.add_argument("model", help="Hugging Face-format model directory or fsspec URI")
+    _add_serve_options(serve)
+    serve.set_defaults(func=_serve)
     return parser
 
 

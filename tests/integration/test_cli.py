@@ -48,7 +48,7 @@ def test_generate_check_passes_on_a_clean_tree() -> None:
 
 
 def test_commands_not_built_yet_say_so_and_fail() -> None:
-    for args in (("run", "-f", str(EXAMPLES)), ("serve", "/models/x")):
+    for args in (("run", "-f", str(EXAMPLES)),):
         result = llmops(*args)
         assert result.returncode == 3
         assert "is not built yet" in result.stderr

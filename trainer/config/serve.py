@@ -49,3 +49,6 @@ class ServerConfig(ApiModel):
 
     limits: ServerLimits = Field(default_factory=ServerLimits)
     """Request limits."""
+
+    drain_seconds: int = Field(default=25, ge=0, le=3600)
+    """Seconds in-flight requests may run after SIGTERM; keep it below the pod's terminationGracePeriodSeconds."""

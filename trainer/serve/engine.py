@@ -1,0 +1,245 @@
+"""Continuous batching: one background loop admits waiting prompts and decodes every running sequence.
+
+Each iteration (`Engine.step`):
+1. retires aborted sequences (a client left, a stop string matched);
+2. admits waiting groups while slots are free (a group is one prompt and its `n` choices; the prompt is
+   prefilled once and its cache copied to the other choices), emitting each choice's first token;
+3. runs one decode step for all running sequences and retires the finished ones at once, so a short request
+   leaves the batch the token it ends and a new one joins on the next iteration.
+
+Outputs go to `emit` (one call per phase with every sequence's new token), which the HTTP layer turns into
+per-request queue items on its event loop; the engine knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .runner import Runner
+from .sampling import SamplingParams, choose, generator_for
+
+log = logging.getLogger(__name__)
+
+
+class FinishReason:
+    STOP = "stop"  # an end-of-sequence token (or, decided by the caller, a stop string)
+    LENGTH = "length"  # max_tokens reached, or the sequence filled its cache slot
+    ERROR = "error"  # the engine failed while this sequence ran
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One choice being generated."""
+
+    prompt: list[int]
+    params: SamplingParams
+    index: int
+    sink: Any = None
+    """Where the caller wants this sequence's outputs; passed through untouched."""
+    generator: torch.Generator = field(init=False)
+    output: list[int] = field(default_factory=list)
+    slot: int = -1
+    length: int = 0
+    """Tokens in the KV cache: the prompt and every output token but the newest."""
+    finish_reason: str | None = None
+    aborted: bool = False
+
+    def __post_init__(self) -> None:
+        self.generator = generator_for(self.params.seed, self.index)
+
+
+@dataclass(eq=False)
+class Group:
+    """A prompt and its n choices, admitted together so the prompt is computed once."""
+
+    sequences: list[Sequence]
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.sequences[0].prompt
+
+    @classmethod
+    def of(cls, prompt: list[int], params: SamplingParams, n: int, sinks: Iterable[Any]) -> Group:
+        return cls([Sequence(prompt, params, i, sink) for i, sink in zip(range(n), sinks, strict=True)])
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    sequence: Sequence
+    token: int
+    finish_reason: str | None
+
+
+class Engine:
+    def __init__(self, runner: Runner, eos_ids: Iterable[int], emit: Callable[[list[StepOutput]], None],
+                 prefill_tokens: int = 4096):
+        self.runner = runner
+        self.eos_ids = frozenset(eos_ids)
+        self.emit = emit
+        self.slots = runner.shape.slots
+        self.max_len = runner.shape.max_len
+        self.prefill_tokens = prefill_tokens
+        """Padded prompt tokens prefilled per iteration (at least one group): bounds the pause of decoding."""
+        self.waiting: deque[Group] = deque()  # only the engine's thread touches it
+        self.running: list[Sequence] = []  # running[i].slot == i
+        self._inbox: deque[Group] = deque()  # other threads append; the engine pops (both atomic)
+        self._waiting_sequences = 0
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # --- Called from other threads -------------------------------------------------------------------
+
+    def add(self, group: Group) -> None:
+        if len(group.sequences) > self.slots:
+            raise ValueError(f"{len(group.sequences)} choices exceed the {self.slots} batch slots")
+        if len(group.prompt) >= self.max_len:
+            raise ValueError(f"prompt of {len(group.prompt)} tokens leaves no room in a {self.max_len}-token slot")
+        self._inbox.append(group)
+        self._wake.set()
+
+    def abort(self, sequence: Sequence) -> None:
+        """Stop generating `sequence`; it emits nothing more."""
+        sequence.aborted = True
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="llmops-serve-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._thread:
+            self._thread.join()
+
+    @property
+    def queued(self) -> int:
+        return self._waiting_sequences + sum(len(g.sequences) for g in tuple(self._inbox))
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(s.length for s in list(self.running))
+
+    # --- The loop -------------------------------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return bool(self._inbox or self.waiting or self.running)
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            if not self.has_work():
+                self._wake.wait(timeout=1.0)
+                self._wake.clear()
+                continue
+            try:
+                self.step()
+            except Exception:  # a failing step must not take the server down: fail what ran, go on
+                log.exception("engine step failed; failing its sequences")
+                failed = [StepOutput(s, -1, FinishReason.ERROR) for s in self.running]
+                failed += [StepOutput(s, -1, FinishReason.ERROR) for g in self.waiting for s in g.sequences]
+                for output in failed:
+                    output.sequence.finish_reason = FinishReason.ERROR
+                    output.sequence.slot = -1
+                self.running.clear()
+                self.waiting.clear()
+                self._waiting_sequences = 0
+                self.emit(failed)
+
+    def step(self) -> None:
+        while self._inbox:
+            self.waiting.append(self._inbox.popleft())
+        self._drop_aborted()
+        admitted = self._admit()
+        self._waiting_sequences = sum(len(g.sequences) for g in self.waiting)
+        if admitted:
+            self.emit(self._prefill(admitted))
+        if self.running:
+            self.emit(self._decode())
+
+    def _drop_aborted(self) -> None:
+        if any(all(s.aborted for s in g.sequences) for g in self.waiting):
+            self.waiting = deque(g for g in self.waiting if not all(s.aborted for s in g.sequences))
+        self._retire([s for s in self.running if s.aborted])
+
+    def _admit(self) -> list[Group]:
+        admitted: list[Group] = []
+        free, width = self.slots - len(self.running), 0
+        while self.waiting:
+            group = self.waiting[0]
+            next_width = max(width, len(group.prompt))
+            if len(group.sequences) > free or (admitted and next_width * (len(admitted) + 1) > self.prefill_tokens):
+                break
+            self.waiting.popleft()
+            admitted.append(group)
+            free -= len(group.sequences)
+            width = next_width
+        return admitted
+
+    def _prefill(self, groups: list[Group]) -> list[StepOutput]:
+        first = len(self.running)
+        logits = self.runner.prefill([g.prompt for g in groups], first)
+        for row, group in enumerate(groups):
+            head = group.sequences[0]
+            head.slot = first + row
+            self.running.append(head)
+        rows: list[int] = list(range(len(groups)))
+        for row, group in enumerate(groups):
+            for sibling in group.sequences[1:]:  # n > 1: the choices share the prompt's cache
+                sibling.slot = len(self.running)
+                self.runner.move_slot(group.sequences[0].slot, sibling.slot, len(group.prompt))
+                self.running.append(sibling)
+                rows.append(row)
+        new = self.running[first:]
+        for sequence in new:
+            sequence.length = len(sequence.prompt)
+        tokens = choose(logits[rows], [s.params for s in new], [s.generator for s in new])
+        return self._append(new, tokens)
+
+    def _decode(self) -> list[StepOutput]:
+        running = self.running
+        device = self.runner.device
+        tokens = torch.tensor([s.output[-1] for s in running], device=device)
+        positions = torch.tensor([s.length for s in running], device=device)
+        logits = self.runner.decode(tokens, positions)
+        for sequence in running:
+            sequence.length += 1
+        return self._append(running, choose(logits, [s.params for s in running], [s.generator for s in running]))
+
+    def _append(self, sequences: list[Sequence], tokens: list[int]) -> list[StepOutput]:
+        outputs, finished = [], []
+        for sequence, token in zip(sequences, tokens, strict=True):
+            if sequence.aborted:  # aborted while this step ran: its consumer is gone
+                finished.append(sequence)
+                continue
+            sequence.output.append(token)
+            reason = None
+            if token in self.eos_ids and not sequence.params.ignore_eos:
+                reason = FinishReason.STOP
+            elif len(sequence.output) >= sequence.params.max_tokens or sequence.length >= self.max_len:
+                reason = FinishReason.LENGTH
+            if reason:
+                sequence.finish_reason = reason
+                finished.append(sequence)
+            outputs.append(StepOutput(sequence, token, reason))
+        self._retire(finished)
+        return outputs
+
+    def _retire(self, finished: list[Sequence]) -> None:
+        # Highest slot first: the last running sequence, which fills each hole, is then never itself retired.
+        for sequence in sorted(finished, key=lambda s: s.slot, reverse=True):
+            hole, last = sequence.slot, len(self.running) - 1
+            if hole != last:
+                mover = self.running[last]
+                self.runner.move_slot(last, hole, mover.length)
+                mover.slot = hole
+                self.running[hole] = mover
+            self.running.pop()
+            sequence.slot = -1

@@ -1,0 +1,172 @@
+"""The model's forward pass over a slot-based static KV cache, for prefill and batched decode.
+
+The cache holds one row ("slot") per running sequence: keys and values of shape
+[layers, slots, kv_heads, max_len, head_dim]. Running sequences always occupy slots 0..B-1, so one decode
+step attends to a view `cache[:, :B, :, :T]` without gathering; a retired sequence's hole is filled by moving
+the last slot into it (one copy across all layers).
+
+The forward pass uses the Hugging Face model's own weights and submodules (norms, rotary table, output and
+down projections), with q/k/v and gate/up each fused into one matrix multiply and attention over the cache
+our own; greedy output equals `model.generate` token for token (tested). Hugging Face's forward would
+rebuild masks and cache objects every step, a large share of a small model's decode time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+SUPPORTED_MODEL_TYPES = ("llama",)
+
+
+class UnsupportedModel(ValueError):
+    """The model's architecture is not one the engine's forward pass implements."""
+
+
+@dataclass(frozen=True)
+class CacheShape:
+    layers: int
+    slots: int
+    kv_heads: int
+    max_len: int
+    head_dim: int
+
+    @property
+    def tokens(self) -> int:
+        return self.slots * self.max_len
+
+
+class Runner:
+    """Prefill and decode for a Llama-family model with a KV cache of `slots` x `max_len` tokens."""
+
+    def __init__(self, model: PreTrainedModel, slots: int, max_len: int):
+        config = model.config
+        if config.model_type not in SUPPORTED_MODEL_TYPES:
+            raise UnsupportedModel(f"model_type {config.model_type!r} is not supported by the server's engine; "
+                                   f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.decoder = model.model
+        self.layers = list(self.decoder.layers)
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scale = self.layers[0].self_attn.scaling
+        self.shape = CacheShape(len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
+        size = (len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
+        self.keys = torch.zeros(size, dtype=self.dtype, device=self.device)
+        self.values = torch.zeros(size, dtype=self.dtype, device=self.device)
+        with torch.inference_mode():
+            # The rotary module computes cos/sin per position elementwise, so a table computed once for every
+            # position holds exactly the values it would compute per step.
+            positions = torch.arange(max_len, device=self.device)[None]
+            probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+            cos, sin = self.decoder.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0], sin[0]  # [max_len, head_dim]
+        self.fused = [self._fuse(layer) for layer in self.layers]
+
+    def _fuse(self, layer) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One matrix for q/k/v and one for gate/up: half the matrix multiplies per layer. The original
+        modules' weights become views into the fused ones, so no memory is spent twice."""
+        attn, mlp = layer.self_attn, layer.mlp
+        projections = (attn.q_proj, attn.k_proj, attn.v_proj)
+        qkv = torch.cat([p.weight.data for p in projections])
+        biases = [p.bias for p in projections]
+        qkv_bias = torch.cat([b.data for b in biases]) if all(b is not None for b in biases) else None
+        if any(b is not None for b in biases) and qkv_bias is None:
+            raise UnsupportedModel("q/k/v projections where only some have a bias")
+        if mlp.gate_proj.bias is not None or mlp.up_proj.bias is not None:
+            raise UnsupportedModel("an MLP with biases")
+        gate_up = torch.cat([mlp.gate_proj.weight.data, mlp.up_proj.weight.data])
+        offset = 0
+        for projection in projections:
+            rows = projection.weight.shape[0]
+            projection.weight.data = qkv[offset : offset + rows]
+            if qkv_bias is not None:
+                projection.bias.data = qkv_bias[offset : offset + rows]
+            offset += rows
+        rows = mlp.gate_proj.weight.shape[0]
+        mlp.gate_proj.weight.data, mlp.up_proj.weight.data = gate_up[:rows], gate_up[rows:]
+        return qkv, qkv_bias, gate_up
+
+    def move_slot(self, source: int, target: int, length: int) -> None:
+        """Copy the first `length` cached positions of slot `source` into slot `target` (all layers)."""
+        self.keys[:, target, :, :length] = self.keys[:, source, :, :length]
+        self.values[:, target, :, :length] = self.values[:, source, :, :length]
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]], first_slot: int) -> torch.Tensor:
+        """Run prompts (right-padded into one batch) and cache their keys and values in slots
+        first_slot, first_slot+1, ...; returns the logits of each prompt's last token, [len(prompts), vocab]."""
+        width = max(len(p) for p in prompts)
+        ids = torch.zeros(len(prompts), width, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = torch.tensor(prompt)
+        ids = ids.to(self.device)
+        rows = slice(first_slot, first_slot + len(prompts))
+        cos, sin = self.cos[None, :width], self.sin[None, :width]
+        # Right padding needs no mask under causal attention: a real token never looks to its right.
+        hidden = self.decoder.embed_tokens(ids)
+        for index, layer in enumerate(self.layers):
+            x = layer.input_layernorm(hidden)
+            q, k, v = self._qkv(index, x, cos, sin)
+            self.keys[index, rows, :, :width] = k
+            self.values[index, rows, :, :width] = v
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                 enable_gqa=self.kv_heads != self.heads)
+            hidden = self._finish_layer(index, layer, hidden, out)
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        hidden = hidden[torch.arange(len(prompts), device=self.device), last]
+        return self._logits(hidden)
+
+    @torch.inference_mode()
+    def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """One step for the sequences in slots 0..B-1: `tokens[b]` sits at `positions[b]` (its cached
+        length); returns next-token logits [B, vocab]."""
+        batch = tokens.shape[0]
+        span = int(positions.max()) + 1
+        rows = torch.arange(batch, device=self.device)
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]
+        # Each row sees its own cached positions and the new token, nothing of longer neighbours.
+        mask = (torch.arange(span, device=self.device)[None] <= positions[:, None])[:, None, None]
+        hidden = self.decoder.embed_tokens(tokens[:, None])
+        group = self.heads // self.kv_heads
+        for index, layer in enumerate(self.layers):
+            x = layer.input_layernorm(hidden)
+            q, k, v = self._qkv(index, x, cos, sin)
+            keys, values = self.keys[index], self.values[index]
+            keys[rows, :, positions] = k[:, :, 0]
+            values[rows, :, positions] = v[:, :, 0]
+            # One query per row: plain batched matmuls over the cache beat the fused SDPA kernel here, and
+            # grouped-query heads read their shared key/value head without copying it.
+            q = q.view(batch, self.kv_heads, group, self.head_dim)
+            scores = torch.matmul(q, keys[:batch, :, :span].transpose(-1, -2)) * self.scale
+            scores = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            out = torch.matmul(scores, values[:batch, :, :span]).view(batch, self.heads, 1, self.head_dim)
+            hidden = self._finish_layer(index, layer, hidden, out)
+        return self._logits(hidden[:, -1])
+
+    def _qkv(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        batch, length, _ = x.shape
+        qkv, bias, _ = self.fused[index]
+        q, k, v = F.linear(x, qkv, bias).split(
+            [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
+        q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        return q, k, v
+
+    def _finish_layer(self, index: int, layer, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        batch, _, length, _ = out.shape
+        hidden = hidden + layer.self_attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        gate, up = F.linear(layer.post_attention_layernorm(hidden), self.fused[index][2]).chunk(2, dim=-1)
+        return hidden + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.decoder.norm(hidden)).float()
