@@ -17,6 +17,7 @@ from torchx import specs
 from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement
 from llmops.trainer.config import exit_codes
 
+from .quota import creation_failure
 from .storage import pvc_volumes
 
 CONFIG_DIR = "/etc/llmops"
@@ -69,6 +70,29 @@ def torchrun_env(job_name: str, service: str, nodes: int, processes: int) -> dic
             "PET_MASTER_PORT": str(RENDEZVOUS_PORT)}
 
 
+def pod_placement(options: KubernetesOptions) -> dict[str, Any]:
+    """The pod spec fields that place a pod and let it pull its image (empty ones left out)."""
+    placement, out = options.placement, dict[str, Any]()
+    if placement.node_selector:
+        out["nodeSelector"] = dict(placement.node_selector)
+    if placement.tolerations:
+        out["tolerations"] = [t.to_wire() for t in placement.tolerations]
+    if placement.priority_class_name:
+        out["priorityClassName"] = placement.priority_class_name
+    if options.image.pull_secrets:
+        out["imagePullSecrets"] = [{"name": name} for name in options.image.pull_secrets]
+    return out
+
+
+def container_resources(options: KubernetesOptions, gpus: int = 0) -> dict[str, Any]:
+    """requests/limits of the workload container, GPUs under the pool's resource name; empty parts left out."""
+    resources: dict[str, Any] = {"requests": dict(options.resources.requests), "limits": dict(options.resources.limits)}
+    if gpus:
+        for kind in ("requests", "limits"):
+            resources[kind][options.placement.gpu_resource_name] = gpus
+    return {k: v for k, v in resources.items() if v}
+
+
 def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: KubernetesOptions,
                   service: str | None = None) -> dict[str, Any]:
     """The Job that runs a single-role launch plan; several replicas make it Indexed, behind `service`."""
@@ -76,10 +100,7 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
     if role.num_replicas > 1 and service is None:
         raise ValueError("a multi-replica launch plan needs a headless service for rendezvous")
     pvc_volumes_, pvc_mounts = pvc_volumes(list(options.pvc_uris))
-    resources: dict[str, Any] = {"requests": dict(options.resources.requests), "limits": dict(options.resources.limits)}
-    if role.resource.gpu:
-        for kind in ("requests", "limits"):
-            resources[kind][options.placement.gpu_resource_name] = role.resource.gpu
+    resources = container_resources(options, role.resource.gpu)
     container = {
         "name": CONTAINER,
         "image": role.image,
@@ -96,8 +117,8 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
         env.append({"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": COMPLETION_INDEX}}})
     if env:
         container["env"] = env
-    if any(resources.values()):
-        container["resources"] = {k: v for k, v in resources.items() if v}
+    if resources:
+        container["resources"] = resources
     if options.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": options.credentials_secret}}]
     pod_spec: dict[str, Any] = {
@@ -110,15 +131,7 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
         container["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
     if service:
         pod_spec["subdomain"] = service
-    placement = options.placement
-    if placement.node_selector:
-        pod_spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.tolerations:
-        pod_spec["tolerations"] = [t.to_wire() for t in placement.tolerations]
-    if placement.priority_class_name:
-        pod_spec["priorityClassName"] = placement.priority_class_name
-    if options.image.pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": name} for name in options.image.pull_secrets]
+    pod_spec.update(pod_placement(options))
     spec: dict[str, Any] = {
         "backoffLimit": options.backoff_limit,
         "completions": role.num_replicas,
@@ -146,6 +159,8 @@ class JobState:
     start_time: datetime | None = None
     completion_time: datetime | None = None
     failed_pods: int = 0
+    stalled: bool = False
+    """Nothing moves until someone acts (e.g. raises a quota): Progressing is False."""
 
 
 def _time(value: str | None) -> datetime | None:
@@ -160,13 +175,19 @@ def job_and_pods(children: dict[str, list[dict[str, Any]]], job_name: str) -> tu
     return job, pods
 
 
+def job_events(children: dict[str, list[dict[str, Any]]], job_name: str) -> list[dict[str, Any]]:
+    """The observed Events about the Job of this name (the Kopf layer reads them only for a stuck Job)."""
+    return [e for e in children.get("Event", []) if e.get("involvedObject", {}).get("kind") == "Job"
+            and e["involvedObject"].get("name") == job_name]
+
+
 # Container waiting reasons that mean "this will not start by itself".
 STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError")
 EXIT_REASONS = {exit_codes.NON_FINITE_LOSS: "NonFiniteLoss", exit_codes.CONFIG_ERROR: "ConfigError"}
 
 
-def _stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) of a pod that cannot be scheduled or whose container cannot start."""
     for pod in pods:
         name = pod["metadata"]["name"]
@@ -192,8 +213,9 @@ def _failure(pods: list[dict[str, Any]]) -> tuple[int, str] | None:
     return found
 
 
-def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] | None = None) -> JobState:
-    """Pure reading of a Job (None: not created yet) and its pods: phase, reason and a message for people."""
+def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] | None = None,
+              events: list[dict[str, Any]] | None = None) -> JobState:
+    """Pure reading of a Job (None: not created yet), its pods and Events: phase, reason and a message for people."""
     pods = pods or []
     if job is None:
         return JobState(Phase.PENDING, "Creating", f"creating Job {name}")
@@ -216,6 +238,10 @@ def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] 
     # `active` counts pending pods too; only a ready pod is really running.
     if status.get("ready", 0) > 0:
         return JobState(Phase.RUNNING, "Running", f"Job {name} is running", start, None, failed)
-    if stuck := _stuck_pod(pods):
+    if stuck := stuck_pod(pods):
         return JobState(Phase.PENDING, stuck[0], stuck[1], start, None, failed)
+    # No pod at all: the pods may have been refused (quota, admission). Once pods exist, the Events no longer
+    # matter, so the condition clears by itself when the quota is raised.
+    if not pods and (refused := creation_failure(events or [], job)):
+        return JobState(Phase.PENDING, refused[0], refused[1], start, None, failed, stalled=True)
     return JobState(Phase.PENDING, "PodsPending", f"Job {name} is waiting for its pod to start", start, None, failed)

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 from llmops.operator.api.v1alpha1.common import Phase, WorkloadStatus
 
-from .conditions import set_condition
-from .jobs import JobState, job_and_pods, job_state
+from .conditions import get_condition, set_condition
+from .jobs import JobState, job_and_pods, job_events, job_state
 
 StatusT = TypeVar("StatusT", bound=WorkloadStatus)
 
@@ -19,6 +19,15 @@ class Event:
     type: str  # Normal or Warning
     reason: str
     message: str
+
+
+class Rejected(NotImplementedError):
+    """A spec this cluster or operator cannot run (e.g. needs an integration that is absent): the resource Fails
+    with `reason` and a message that says the way out. Level-based: a later reconcile may accept it."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ def run_decision(previous: StatusT, desired: list[dict[str, Any]], children: dic
     """Status and Events of a run whose Job is the last of `desired`, given the children observed now."""
     job_name = desired[-1]["metadata"]["name"]
     job, pods = job_and_pods(children, job_name)
-    return workload_status(previous, job_state(job, job_name, pods), generation=generation, job_name=job_name,
+    state = job_state(job, job_name, pods, job_events(children, job_name))
+    return workload_status(previous, state, generation=generation, job_name=job_name,
                            artifact_uri=artifact_uri, now=now)
 
 
@@ -44,6 +54,7 @@ def workload_status(previous: StatusT, state: JobState, *, generation: int | Non
     """Next status of a Job-backed resource, and an Event when the phase changed."""
     status = previous.model_copy(deep=True)
     old_phase = status.phase
+    old_reason = ready.reason if (ready := get_condition(previous.conditions, "Ready")) else None
     done = state.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if previous.job_name not in (None, job_name):  # a new run (new generation) starts from zero
         status.progress = None
@@ -58,11 +69,13 @@ def workload_status(previous: StatusT, state: JobState, *, generation: int | Non
     status.artifact_uri = artifact_uri if state.phase is Phase.SUCCEEDED else None
     status.waiting_for = None
     for type_, value in (("Succeeded", state.phase is Phase.SUCCEEDED), ("Failed", state.phase is Phase.FAILED),
-                         ("Progressing", not done), ("Ready", state.phase is Phase.SUCCEEDED)):
+                         ("Progressing", not done and not state.stalled), ("Ready", state.phase is Phase.SUCCEEDED)):
         set_condition(status.conditions, type_, value, state.reason, state.message, now, generation)
     events = []
-    if old_phase != state.phase:
-        events.append(Event("Warning" if state.phase is Phase.FAILED else "Normal", state.reason, state.message))
+    # A stall (e.g. a quota refusal) is news within the same phase too: say it once, when it starts.
+    if old_phase != state.phase or (state.stalled and old_reason != state.reason):
+        warning = state.phase is Phase.FAILED or state.stalled
+        events.append(Event("Warning" if warning else "Normal", state.reason, state.message))
     return status, events
 
 

@@ -16,6 +16,17 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class KubeRayMode(StrEnum):
+    """Whether multi-worker Datasets run as KubeRay RayJobs."""
+
+    AUTO = "auto"
+    """When the cluster serves rayjobs.ray.io/v1 (looked up again every few minutes, so a later install counts)."""
+    ON = "on"
+    """Always; a cluster without KubeRay then fails the apply, loudly."""
+    OFF = "off"
+    """Never: multi-worker Datasets are rejected with a condition, and the operator does not watch RayJobs."""
+
+
 class OperatorSettings(BaseModel):
     """Everything the operator process is configured with. Defaults suit a developer's laptop."""
 
@@ -38,6 +49,10 @@ class OperatorSettings(BaseModel):
 
     progress_interval_seconds: float = Field(default=15, ge=0, le=3600)
     """How often the log tail of a running workload's rank-0 pod is read for live progress; 0 turns it off."""
+
+    kuberay: KubeRayMode = KubeRayMode.AUTO
+    """KubeRay for multi-worker Datasets (the chart sets off unless integrations.kuberay.enabled, which grants the
+    RayJob permissions). The reconcile sees it resolved: on or off."""
 
     leader_election: bool = True
     lease_name: str = "llmops-operator"

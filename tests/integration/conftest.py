@@ -180,7 +180,9 @@ def chart_service_account(cluster: TestCluster, crds: None, tmp_path_factory: py
     helm = subprocess.run(
         [str(BIN / "helm"), "install", "llmops", str(ROOT / "charts" / "llmops-operator"), "--kubeconfig",
          str(cluster.kubeconfig), "--namespace", RELEASE_NAMESPACE, "--create-namespace", "--skip-crds",
-         "--set", "replicaCount=0", "--wait", "--timeout", "60s"],
+         # KubeRay's permissions too: the RayJob tests need them, and the operators' default (kuberay: auto) would
+         # watch RayJobs once a test has installed their CRD.
+         "--set", "replicaCount=0", "--set", "integrations.kuberay.enabled=true", "--wait", "--timeout", "60s"],
         capture_output=True, text=True, timeout=120)
     assert helm.returncode == 0, helm.stderr
     return cluster.service_account_kubeconfig(RELEASE_NAMESPACE, SERVICE_ACCOUNT, create=False,

@@ -65,6 +65,8 @@ def test_default_render_has_the_operator_and_its_least_privilege_rbac() -> None:
     # Live progress reads the rank-0 pod's log, and nothing else of pods' subresources.
     assert {(g, r, v) for g, r, v in allowed if r.startswith("pods/")} == {("", "pods/log", "get")}
     assert not any(resource == "secrets" for _, resource, _ in allowed)  # Secrets are only referenced
+    # A stuck Job's Events are listed (field selector), never watched: a watch would stream the namespace's Events.
+    assert {v for g, r, v in allowed if r == "events" and g == ""} == {"create", "patch", "list"}
 
 
 def test_operator_pod_is_locked_down_and_probed() -> None:
@@ -103,6 +105,15 @@ def test_service_monitor_and_kuberay_are_opt_in() -> None:
     assert "ray.io" not in {g for rule in only(render(), "ClusterRole", "-workloads")["rules"]
                             for g in rule["apiGroups"]}
 
+    def kuberay_env(*values: str) -> str:
+        (container,) = only(render(*values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return next(e["value"] for e in container["env"] if e["name"] == "LLMOPS_KUBERAY")
+
+    # Without the permissions the operator must not use (or watch) RayJobs at all.
+    assert kuberay_env() == "off"
+    assert kuberay_env("integrations.kuberay.enabled=true") == "auto"
+    assert kuberay_env("integrations.kuberay.enabled=true", "integrations.kuberay.mode=on") == "on"
+
 
 def test_chart_installs_the_generated_crds() -> None:
     crds = [d for d in render(include_crds=True) if d["kind"] == "CustomResourceDefinition"]
@@ -117,6 +128,7 @@ def test_chart_installs_the_generated_crds() -> None:
         ("logLevel=loud", "/logLevel"),
         ("progress.intervalSeconds=-5", "/progress/intervalSeconds"),
         ("metrics.port=80", "/metrics/port"),
+        ("integrations.kuberay.mode=maybe", "/integrations/kuberay/mode"),
         ("watchNamespaces={Team_A}", "/watchNamespaces/0"),
         ("replicas=3", "replicas"),  # a typo of replicaCount: unknown keys are rejected
     ],

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.operator.runtime.main import FINALIZER, kopf_settings
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
 
 
 def test_defaults_serve_all_namespaces() -> None:
@@ -26,6 +26,13 @@ def test_chart_variables_are_read() -> None:
     assert settings.watch_namespaces == ("team-a", "team-b") and not settings.clusterwide
     assert settings.metrics_port == 9191 and settings.log_level == "debug"
     assert settings.leader_election is False and settings.pod_name == "llmops-0"
+
+
+def test_kuberay_is_auto_unless_the_chart_says_otherwise() -> None:
+    assert OperatorSettings.from_env({}).kuberay is KubeRayMode.AUTO
+    assert OperatorSettings.from_env({"LLMOPS_KUBERAY": "off"}).kuberay is KubeRayMode.OFF
+    with pytest.raises(ValidationError, match="kuberay"):
+        OperatorSettings.from_env({"LLMOPS_KUBERAY": "maybe"})
 
 
 def test_a_bad_variable_names_itself() -> None:

@@ -132,7 +132,7 @@ class TestDatasetReconcile:
             "Succeeded": "True", "Failed": "False", "Progressing": "False", "Ready": "True"}
         assert [e.reason for e in done.events] == ["Completed"]
 
-    def test_more_than_one_worker_is_not_supported_yet(self) -> None:
+    def test_more_than_one_worker_without_kuberay_is_rejected(self) -> None:
         with pytest.raises(NotImplementedError, match="spec.execution.workers"):
             dataset.reconcile(make_dataset(execution={"workers": 4}), {}, {}, SETTINGS, NOW)
 
@@ -235,6 +235,43 @@ class TestFineTuneAndEvaluationReconcile:
         assert config["baseUri"] == "s3://b/team/pretrainjobs/tiny-shakespeare/model"
         assert config["method"] == "lora" and config["lora"]["rank"] == 8
         assert decision.children[1]["spec"]["template"]["spec"]["containers"][0]["command"] == ["llmops-finetune"]
+
+    @pytest.mark.parametrize(("pool", "want_kinds", "want_env"), [
+        ({"nodes": 2, "gpusPerNode": 4, "nodeSelector": {"llmops.dev/pool": "gpu"}},
+         ["ConfigMap", "Service", "Job"],
+         {"PET_NNODES": "2", "PET_NPROC_PER_NODE": "4",
+          "PET_MASTER_ADDR": "tiny-shakespeare-lora-finetune-1-0.tiny-shakespeare-lora-finetune-1"}),
+        ({"nodes": 1, "gpusPerNode": 2}, ["ConfigMap", "Job"],
+         {"PET_NNODES": "1", "PET_NPROC_PER_NODE": "2", "PET_MASTER_ADDR": "localhost"}),
+    ])
+    def test_a_distributed_fine_tune_runs_torchrun_like_a_pretrain_job(
+            self, pool: dict[str, Any], want_kinds: list[str], want_env: dict[str, str]) -> None:
+        ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1},
+                                                 "spec": {"nodePool": pool}}))
+        refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
+        decision = finetune.reconcile(ft, {}, refs, SETTINGS, NOW)
+        assert [c["kind"] for c in decision.children] == want_kinds
+        assert {c["metadata"]["name"] for c in decision.children} == {"tiny-shakespeare-lora-finetune-1"}
+        job_spec = decision.children[-1]["spec"]
+        nodes = pool["nodes"]
+        assert job_spec["completions"] == job_spec["parallelism"] == nodes and job_spec["completionMode"] == "Indexed"
+        pod = job_spec["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["command"] == ["torchrun"]
+        assert container["args"] == ["--no-python", "llmops-finetune", "--config", "/etc/llmops/config.json"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k: env[k] for k in want_env} == want_env
+        assert "PET_NODE_RANK" in env  # from the completion index
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == pool["gpusPerNode"]
+        assert container["image"] == SETTINGS.trainer_cuda_image
+        if nodes > 1:
+            service = decision.children[1]
+            assert service["spec"]["clusterIP"] == "None" and pod["subdomain"] == service["metadata"]["name"]
+            assert service["spec"]["selector"]["job-name"] == "tiny-shakespeare-lora-finetune-1"
+            assert pod["nodeSelector"] == {"llmops.dev/pool": "gpu"}
+        else:
+            assert "subdomain" not in pod
+        assert json.loads(decision.children[0]["data"]["config.json"])["method"] == "lora"
 
     def test_evaluation_reads_its_verdict_from_the_pod_termination_message(self) -> None:
         ev = parse(patched(example("Evaluation"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
