@@ -22,17 +22,18 @@ from pydantic import ValidationError
 
 from llmops.operator.api.v1alpha1 import GROUP, VERSION, Dataset, Evaluation, FineTune, PretrainJob, Resource
 from llmops.operator.api.v1alpha1.common import Phase
-from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
+from llmops.operator.reconcile import artifacts, dataset, evaluation, finetune, pretrainjob, rayjob
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
-from llmops.operator.reconcile.jobs import CONTAINER
+from llmops.operator.reconcile.jobs import CONTAINER, job_and_pods
 from llmops.operator.reconcile.objects import LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
 from llmops.operator.reconcile.progress import ProgressReport, parse_progress, rank_zero_pod, with_progress
+from llmops.operator.reconcile.quota import event_field_selector, needs_event_read
 from llmops.operator.reconcile.workload import Decision
 
 from .kube import KubeWriter
 from .metrics import OperatorMetrics
-from .settings import OperatorSettings
+from .settings import KubeRayMode, OperatorSettings
 
 RESYNC_SECONDS = 60.0
 # The indexes lag behind our own writes by a watch round trip. For this long after a write we trust what we
@@ -43,6 +44,13 @@ READ_YOUR_WRITES_SECONDS = 10.0
 # one line of a few hundred bytes each, so the newest report is well inside.
 PROGRESS_TAIL_LINES = 50
 PROGRESS_LIMIT_BYTES = 64 * 1024
+# A Job that should have pods and has none (refused by a quota, by admission) only says why in its Events. They are
+# read with one field-selected list call per such Job, at most this often, and a timer on Pending resources looks
+# again at this pace. A watch on Events would stream every Event of every watched namespace (the busiest kind in
+# a cluster) to find a rare one; this costs nothing while Jobs get their pods, one read per stuck Job otherwise.
+EVENT_READ_SECONDS = 10.0
+# How long the answer "does the cluster serve RayJobs" is kept (kuberay: auto), so installing KubeRay later counts.
+DISCOVERY_SECONDS = 120.0
 Key = tuple[str, str]
 log = logging.getLogger("llmops.operator.progress")
 
@@ -72,7 +80,14 @@ KINDS = (Kind(Dataset, dataset.reconcile, dataset.references),
          Kind(Evaluation, evaluation.reconcile, evaluation.references))
 # Child kinds, each indexed by owner. Pods are only read (a workload's results, failure causes), never written.
 OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "pods"))
-WRITTEN = {"Job", "ConfigMap", "Service"}
+RAY_OWNED = ("ray.io", "v1", "rayjobs")
+WRITTEN = {"Job", "ConfigMap", "Service", rayjob.KIND}
+
+
+def owned(settings: OperatorSettings) -> tuple[tuple[str, str, str], ...]:
+    """The child kinds to index. RayJobs only where KubeRay may be used: without the chart's permission a watch
+    would be refused. Kopf watches a kind only while the cluster serves it, so an absent CRD costs nothing."""
+    return (*OWNED, RAY_OWNED) if settings.kuberay is not KubeRayMode.OFF else OWNED
 
 
 def _snapshot(body: kopf.Body) -> dict[str, Any]:
@@ -90,6 +105,60 @@ class Controller:
         self._applied: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._progress: dict[tuple[str, str, str], ProgressReport] = {}
         self._log_forbidden_said = False
+        # Per resource: Job uid -> (when read, the Job's FailedCreate Events).
+        self._job_events: dict[tuple[str, str, str], dict[str, tuple[float, list[dict[str, Any]]]]] = {}
+        self._resolved: tuple[float, OperatorSettings] | None = None
+
+    async def effective_settings(self) -> OperatorSettings:
+        """The settings the pure reconcile sees: kuberay auto resolved to on or off by discovery, kept a while."""
+        if self.settings.kuberay is not KubeRayMode.AUTO:
+            return self.settings
+        if self._resolved is None or time.monotonic() - self._resolved[0] > DISCOVERY_SECONDS:
+            group, version, plural = RAY_OWNED
+            try:
+                served = await asyncio.to_thread(self.writer.serves, f"{group}/{version}", plural)
+            except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
+                log.debug("discovery of %s/%s failed: %s", group, version, error)
+                if self._resolved is not None:
+                    return self._resolved[1]  # keep the last answer; ask again next time
+                served = False
+            mode = KubeRayMode.ON if served else KubeRayMode.OFF
+            self._resolved = (time.monotonic(), self.settings.model_copy(update={"kuberay": mode}))
+        return self._resolved[1]
+
+    def stuck_jobs(self, children: dict[str, list[dict[str, Any]]], now: datetime) -> list[dict[str, Any]]:
+        """Owned Jobs that should have pods by now and have none."""
+        out = []
+        for job in children.get("Job", []):
+            _, pods = job_and_pods(children, job["metadata"]["name"])
+            if needs_event_read(job, pods, now):
+                out.append(job)
+        return out
+
+    async def with_job_events(self, owner: tuple[str, str, str], children: dict[str, list[dict[str, Any]]]
+                              ) -> dict[str, list[dict[str, Any]]]:
+        """`children` plus the FailedCreate Events of stuck Jobs (kind "Event"), each Job's read rate-limited.
+        A Job with pods, or gone, drops out of the cache, so its old Events never outlive the trouble."""
+        stuck = self.stuck_jobs(children, datetime.now(UTC))
+        cache = self._job_events.get(owner, {})
+        fresh: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        for job in stuck:
+            uid = job["metadata"].get("uid", "")
+            read = cache.get(uid)
+            if read is None or time.monotonic() - read[0] >= EVENT_READ_SECONDS:
+                try:
+                    items = await asyncio.to_thread(self.writer.list_events, owner[1], event_field_selector(job))
+                except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
+                    log.debug("reading the Events of Job %s/%s failed: %s", owner[1], job["metadata"]["name"], error)
+                    items = read[1] if read else []
+                read = (time.monotonic(), items)
+            fresh[uid] = read
+        if fresh:
+            self._job_events[owner] = fresh
+        else:
+            self._job_events.pop(owner, None)
+        events = [e for _, items in fresh.values() for e in items]
+        return {**children, "Event": events} if events else children
 
     def _recent(self, cache: dict[Any, tuple[float, dict[str, Any]]], key: Any) -> dict[str, Any] | None:
         entry = cache.get(key)
@@ -124,12 +193,20 @@ class Controller:
         written = self._recent(self._written_status, (kind.name, meta["namespace"], meta["name"]))
         if written is not None and written != body.get("status"):
             body = {**body, "status": written}  # the index has not seen our last status write yet
+        settings = await self.effective_settings()
+        release = False  # a deleting resource whose artifacts are gone: drop our finalizer at the end
         try:
             resource = kind.model.model_validate(body)
-            decision = kind.reconcile(resource, children, refs, self.settings, now)
+            if meta.get("deletionTimestamp"):
+                decision, release = artifacts.deletion(resource, body.get("status") or {}, children, settings, now)
+            else:
+                decision = kind.reconcile(resource, children, refs, settings, now)
+                if (finalizers := artifacts.finalizers(resource, meta.get("finalizers") or [], False)) is not None:
+                    await asyncio.to_thread(self.writer.set_finalizers, kind.plural, meta["namespace"],
+                                            meta["name"], finalizers, meta["resourceVersion"])
         except (ValidationError, NotImplementedError) as error:
             # Admission should have caught it; if not (e.g. an unsupported option), say so and stop.
-            await self._fail(kind, body, "InvalidSpec", str(error), now)
+            await self._fail(kind, body, getattr(error, "reason", "InvalidSpec"), str(error), now)
             return
 
         wanted = {(c["kind"], c["metadata"]["name"]) for c in decision.children}
@@ -145,7 +222,10 @@ class Controller:
             await asyncio.to_thread(self.writer.apply, child)
             self._applied[child_key] = (time.monotonic(), child)
         for (child_kind, name), stale in existing.items():
-            if (child_kind, name) not in wanted:
+            # Only what this resource controls: labels can be copied (a Job defaults its labels to its pod
+            # template's, e.g. KubeRay's submitter Job made from our submitter template), owner references cannot.
+            owners = stale["metadata"].get("ownerReferences") or []
+            if (child_kind, name) not in wanted and any(o.get("uid") == meta.get("uid") for o in owners):
                 await asyncio.to_thread(self.writer.delete, stale)
 
         key = (kind.name, meta["namespace"], meta["name"])
@@ -154,6 +234,10 @@ class Controller:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             self.metrics.api_writes.labels("event").inc()
         self._count_phase(kind, body, decision.status.get("phase"))
+        if release:
+            await asyncio.to_thread(self.writer.set_finalizers, kind.plural, meta["namespace"], meta["name"],
+                                    [f for f in meta.get("finalizers") or [] if f != artifacts.FINALIZER],
+                                    meta["resourceVersion"])
 
     async def _write_status(self, kind: Kind, body: dict[str, Any], status: dict[str, Any]) -> None:
         patch = merge_patch(body.get("status") or {}, status)
@@ -196,14 +280,16 @@ class Controller:
 
     async def _fail(self, kind: Kind, body: dict[str, Any], reason: str, message: str, now: datetime) -> None:
         status = kind.model.field_model("status").model_validate(body.get("status") or {})
+        already = status.phase == Phase.FAILED
         status.phase = Phase.FAILED
         generation = body["metadata"].get("generation")
-        set_condition(status.conditions, "Failed", True, reason, message, now, generation)
+        changed = set_condition(status.conditions, "Failed", True, reason, message, now, generation)
         set_condition(status.conditions, "Ready", False, reason, message, now, generation)
         status.observed_generation = generation
         await self._write_status(kind, body, status.to_wire())
-        kopf.event(body, type="Warning", reason=reason, message=message[:1024])
-        self.metrics.api_writes.labels("event").inc()
+        if not already or changed:  # each resync re-decides the same: say it once, not every minute
+            kopf.event(body, type="Warning", reason=reason, message=message[:1024])
+            self.metrics.api_writes.labels("event").inc()
         self._count_phase(kind, body, Phase.FAILED)
 
     def forget(self, kind: Kind, body: dict[str, Any]) -> None:
@@ -213,6 +299,7 @@ class Controller:
         self._phases.pop(key, None)
         self._written_status.pop(key, None)
         self._progress.pop(key, None)
+        self._job_events.pop(key, None)
         self._refresh_gauge()
 
     def _count_phase(self, kind: Kind, body: dict[str, Any], phase: str | None) -> None:
@@ -236,7 +323,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     def child_index(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, labels[LABEL_KIND], labels[LABEL_NAME]): _snapshot(body)}
 
-    for group, version, plural in OWNED:
+    for group, version, plural in owned(controller.settings):
         kopf.index(group, version, plural, labels=managed, id=f"owned_{plural}", registry=registry)(child_index)
 
     def resource_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -272,9 +359,10 @@ def _index_id(kind: Kind) -> str:
 
 def _children_of(namespace: str, kind: Kind, name: str, indexes: dict[str, Any]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
-    for _, _, plural in OWNED:
-        for child in indexes[f"owned_{plural}"].get((namespace, kind.name, name), []):
-            out.setdefault(child["kind"], []).append(child)
+    for index_id, index in indexes.items():
+        if index_id.startswith("owned_"):  # every child kind registered (see owned())
+            for child in index.get((namespace, kind.name, name), []):
+                out.setdefault(child["kind"], []).append(child)
     return out
 
 
@@ -293,7 +381,9 @@ async def _reconcile_from_indexes(controller: Controller, kind: Kind, body: dict
         wanted = []  # the reconcile reports the invalid spec
     refs = {(ref_kind, ref_name): _first(indexes[_index_id(by_kind[ref_kind])].get((namespace, ref_name)))
             for ref_kind, ref_name in wanted if ref_kind in by_kind}
-    await controller.reconcile(kind, body, _children_of(namespace, kind, name, indexes), refs)
+    children = await controller.with_job_events((kind.name, namespace, name),
+                                                _children_of(namespace, kind, name, indexes))
+    await controller.reconcile(kind, body, children, refs)
 
 
 async def _reconcile_dependents(controller: Controller, changed: Kind, namespace: str, name: str,
@@ -307,7 +397,10 @@ async def _reconcile_dependents(controller: Controller, changed: Kind, namespace
 def _register_kind(registry: kopf.OperatorRegistry, controller: Controller, kind: Kind,
                    managed: dict[str, str]) -> None:
     async def on_event(type: str, body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
-        if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        meta = body.get("metadata", {})
+        # A deleting resource is still reconciled while it holds our finalizer: its artifacts must go first.
+        if type == "DELETED" or (meta.get("deletionTimestamp")
+                                 and artifacts.FINALIZER not in (meta.get("finalizers") or [])):
             controller.forget(kind, dict(body))
         else:
             await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
@@ -321,11 +414,20 @@ def _register_kind(registry: kopf.OperatorRegistry, controller: Controller, kind
         await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
 
     kopf.on.event(GROUP, VERSION, kind.plural, id=f"{kind.plural}-event", registry=registry)(on_event)
-    for group, version, plural in OWNED:
+    for group, version, plural in owned(controller.settings):
         kopf.on.event(group, version, plural, labels={**managed, LABEL_KIND: kind.name},
                       id=f"{kind.plural}-{plural}-event", registry=registry)(on_child_event)
     kopf.timer(GROUP, VERSION, kind.plural, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS,
                id=f"{kind.plural}-resync", registry=registry)(resync)
+
+    async def recheck_stuck(body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
+        # A refused pod changes nothing we watch (the Job's status stays as it was), so look again from here; only
+        # a Job without pods past its grace time costs a reconcile (and, rate-limited, an Event read).
+        if controller.stuck_jobs(_children_of(namespace, kind, name, indexes), datetime.now(UTC)):
+            await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
+
+    kopf.timer(GROUP, VERSION, kind.plural, interval=EVENT_READ_SECONDS, field="status.phase",
+               value=Phase.PENDING.value, id=f"{kind.plural}-stuck", registry=registry)(recheck_stuck)
 
     async def read_progress(body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
         snapshot = _snapshot(body)

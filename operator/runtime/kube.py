@@ -12,7 +12,8 @@ from llmops.operator.api.v1alpha1 import GROUP, VERSION
 from llmops.operator.reconcile.objects import FIELD_MANAGER
 
 # Plural of each child kind we write, for the REST path (no discovery round trips needed).
-PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments"}
+PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments",
+           "RayJob": "rayjobs"}
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
@@ -24,7 +25,8 @@ def _path(api_version: str, kind: str, namespace: str, name: str | None = None) 
 class KubeWriter:
     """Thin, blocking I/O; callers run it in a thread. Reports each write (llmops_api_writes_total).
 
-    Its one read, `read_log`, is here because it is no watch: the indexes cannot give it.
+    Its reads (`read_log`, `list_events`, `serves`) are here because they are no watches: the indexes cannot give
+    them.
     """
 
     def __init__(self, api: client.ApiClient, on_write: Callable[[str], None] = lambda _: None):
@@ -66,6 +68,14 @@ class KubeWriter:
             if error.status != 404:
                 raise
 
+    def set_finalizers(self, plural: str, namespace: str, name: str, finalizers: list[str],
+                       resource_version: str) -> None:
+        """Replace one of our resources' finalizers. The resourceVersion makes a concurrent change (another
+        controller's finalizer) a 409, retried with a fresh read, instead of being overwritten."""
+        self._call("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}",
+                   body={"metadata": {"finalizers": finalizers, "resourceVersion": resource_version}},
+                   content_type="application/merge-patch+json")
+
     def patch_status(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Merge-patch the status subresource (status is ours alone, so no apply semantics are needed)."""
         self._call("PATCH", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}/status",
@@ -79,3 +89,20 @@ class KubeWriter:
                              query=[("container", container), ("tailLines", str(tail_lines)),
                                     ("limitBytes", str(limit_bytes))], accept="*/*", timeout=timeout)
         return data.decode("utf-8", errors="replace")
+
+    def list_events(self, namespace: str, field_selector: str, timeout: float = 10) -> list[dict[str, Any]]:
+        """Events of one namespace matching a field selector (a read: no write counted)."""
+        data = self._request("GET", f"/api/v1/namespaces/{namespace}/events",
+                             query=[("fieldSelector", field_selector)], timeout=timeout)
+        items: list[dict[str, Any]] = json.loads(data).get("items", [])
+        return items
+
+    def serves(self, api_version: str, plural: str, timeout: float = 10) -> bool:
+        """Whether the API server serves `plural` in group/version `api_version` (discovery; 404: not installed)."""
+        try:
+            data = self._request("GET", f"/apis/{api_version}", timeout=timeout)
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in json.loads(data).get("resources", []))
