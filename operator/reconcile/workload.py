@@ -44,7 +44,9 @@ def run_decision(previous: StatusT, desired: list[dict[str, Any]], children: dic
     """Status and Events of a run whose Job is the last of `desired`, given the children observed now."""
     job_name = desired[-1]["metadata"]["name"]
     job, pods = job_and_pods(children, job_name)
-    state = job_state(job, job_name, pods, job_events(children, job_name))
+    # The Job is applied before this status is written, so a Job the index does not show yet counts as
+    # created: the status goes straight to PodsPending (or Queued), one status write fewer per run.
+    state = job_state(job if job is not None else desired[-1], job_name, pods, job_events(children, job_name))
     return workload_status(previous, state, generation=generation, job_name=job_name,
                            artifact_uri=artifact_uri, now=now)
 

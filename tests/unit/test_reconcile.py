@@ -120,7 +120,8 @@ class TestDatasetReconcile:
     def test_status_follows_the_job(self) -> None:
         ds = make_dataset()
         pending = dataset.reconcile(ds, {}, {}, SETTINGS, NOW)
-        assert pending.status["phase"] == "Pending" and pending.events[0].reason == "Creating"
+        # The Job is applied in the same reconcile, so the first status already waits for its pod.
+        assert pending.status["phase"] == "Pending" and pending.events[0].reason == "PodsPending"
         done_job = {"metadata": {"name": "shakespeare-data-1"},
                     "status": {"conditions": [{"type": "Complete", "status": "True"}],
                                "completionTime": "2026-11-24T12:05:00Z"}}
