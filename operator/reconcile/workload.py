@@ -65,7 +65,10 @@ def workload_status(previous: StatusT, state: JobState, *, generation: int | Non
     status.phase = state.phase
     status.observed_generation = generation
     status.job_name = job_name
-    status.start_time = state.start_time or status.start_time
+    # "When it started running": the Job's start time is known before its pods run, but is only shown once
+    # they do (writing it while Pending would cost a status write of its own).
+    if state.phase is not Phase.PENDING:
+        status.start_time = state.start_time or status.start_time
     status.completion_time = state.completion_time if done else None
     status.restarts = state.failed_pods
     status.artifact_uri = artifact_uri if state.phase is Phase.SUCCEEDED else None
