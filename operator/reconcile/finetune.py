@@ -1,4 +1,5 @@
-"""FineTune: wait for its base model (a PretrainJob's or another FineTune's) and data, then one training pod."""
+"""FineTune: wait for its base model (a PretrainJob's or another FineTune's) and data, then train: one pod
+running the workload, or, for several nodes or GPUs, torchrun on an Indexed Job as a PretrainJob does."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ from llmops.trainer.config.finetune import FineTuneRunConfig
 
 from .dependencies import dependency
 from .storage import local_path
-from .training import default_output, model_reference, resolve_model, single_pod_children
+from .training import (
+    default_output,
+    is_distributed,
+    model_reference,
+    resolve_model,
+    single_pod_children,
+    torchrun_children,
+)
 from .workload import Decision, run_decision, waiting
 
 ENTRYPOINT = "llmops-finetune"
@@ -45,7 +53,8 @@ def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dic
         **method_settings,
         data=spec.data.model_dump(include={"fields", "validation_fraction", "max_examples", "max_length"}),
         lineage={"fineTune": f"{ft.metadata.namespace}/{ft.metadata.name}", "base": base.artifact_uri})
-    desired = single_pod_children(
+    children_for = torchrun_children if is_distributed(spec.node_pool) else single_pod_children
+    desired = children_for(
         ft, "finetune", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
         backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, base.artifact_uri, data_uri),
         settings=settings)

@@ -6,11 +6,8 @@ run starts, and kept in status, so a Dataset re-running later does not pull the 
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
-
-from torchx import specs
 
 from llmops.operator.api.v1alpha1 import PretrainJob
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
@@ -18,17 +15,8 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
 
 from .dependencies import dependency
-from .jobs import (
-    CONFIG_DIR,
-    CONFIG_FILE,
-    KubernetesOptions,
-    headless_service,
-    job_from_plan,
-    torchrun_env,
-)
-from .objects import labels, metadata
 from .storage import local_path
-from .training import workload_image
+from .training import torchrun_children
 from .workload import Decision, run_decision, waiting
 
 ENTRYPOINT = "llmops-pretrain"
@@ -63,27 +51,11 @@ def run_config(job: PretrainJob, data_uri: str, vocab_size: int | None,
 
 def desired_children(job: PretrainJob, config: PretrainRunConfig, data_uri: str,
                      settings: OperatorSettings) -> list[dict[str, Any]]:
-    spec, pool = job.spec, job.spec.node_pool
-    suffix = f"train-{job.metadata.generation or 1}"
-    meta = metadata(job, suffix)
-    children: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                                       "data": {CONFIG_FILE: json.dumps(config.to_wire(), indent=2, sort_keys=True)}}]
-    service = None
-    if pool.nodes > 1:
-        service = meta["name"]
-        children.append(headless_service(meta, {**labels(job), "job-name": meta["name"]}))
-    role = specs.Role(
-        name="trainer", image=workload_image(spec.image, pool.gpus_per_node, settings), entrypoint="torchrun",
-        args=["--no-python", ENTRYPOINT, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        env=torchrun_env(meta["name"], service or "", pool.nodes, max(1, pool.gpus_per_node)),
-        num_replicas=pool.nodes, resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
-    options = KubernetesOptions(
-        config_map=meta["name"], resources=pool.resources, placement=pool, image=spec.image,
-        backoff_limit=spec.backoff_limit, active_deadline_seconds=spec.active_deadline_seconds,
-        queue_name=pool.queue_name, credentials_secret=spec.output.credentials_secret,
-        pvc_uris=(output_uri(job, settings), data_uri), labels=labels(job))
-    children.append(job_from_plan(specs.AppDef(name=job.metadata.name, roles=[role]), meta, options, service))
-    return children
+    spec = job.spec
+    return torchrun_children(
+        job, "train", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
+        backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output_uri(job, settings), data_uri),
+        settings=settings, active_deadline_seconds=spec.active_deadline_seconds)
 
 
 def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],

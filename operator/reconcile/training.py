@@ -1,4 +1,5 @@
-"""Shared by the single-pod workload kinds that consume other resources' artifacts (FineTune, Evaluation)."""
+"""Shared by the training and evaluation kinds: model references, output locations and their children, either
+one pod running the workload or torchrun on an Indexed Job (PretrainJob always, FineTune when distributed)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, O
 from llmops.operator.runtime.settings import OperatorSettings
 
 from .dependencies import Dependency, dependency
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_from_plan
+from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, headless_service, job_from_plan, torchrun_env
 from .objects import labels, metadata
 
 
@@ -41,6 +42,42 @@ def workload_image(image: ImageSpec, gpus: int, settings: OperatorSettings) -> s
     return image.image or (settings.trainer_cuda_image if gpus else settings.trainer_image)
 
 
+def config_map(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)}}
+
+
+def is_distributed(pool: NodePool) -> bool:
+    """More than one training process: several pods, or several GPUs (one process each) in one pod."""
+    return pool.nodes > 1 or pool.gpus_per_node > 1
+
+
+def torchrun_children(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *,
+                      pool: NodePool, image: ImageSpec, backoff_limit: int, output: Output,
+                      pvc_uris: tuple[str, ...], settings: OperatorSettings,
+                      active_deadline_seconds: int | None = None) -> list[dict[str, Any]]:
+    """ConfigMap, a headless Service when there are several nodes, and an Indexed Job of `pool.nodes` pods, each
+    running `torchrun --no-python entrypoint --config FILE` with one process per GPU (one on a CPU pod)."""
+    meta = metadata(resource, f"{suffix}-{resource.metadata.generation or 1}")
+    children = [config_map(meta, config)]
+    service = None
+    if pool.nodes > 1:
+        service = meta["name"]
+        children.append(headless_service(meta, {**labels(resource), "job-name": meta["name"]}))
+    role = specs.Role(
+        name=suffix, image=workload_image(image, pool.gpus_per_node, settings), entrypoint="torchrun",
+        args=["--no-python", entrypoint, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        env=torchrun_env(meta["name"], service or "", pool.nodes, max(1, pool.gpus_per_node)),
+        num_replicas=pool.nodes, resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
+    options = KubernetesOptions(
+        config_map=meta["name"], resources=pool.resources, placement=pool, image=image, backoff_limit=backoff_limit,
+        active_deadline_seconds=active_deadline_seconds, queue_name=pool.queue_name,
+        credentials_secret=output.credentials_secret, pvc_uris=tuple(u for u in pvc_uris if u),
+        labels=labels(resource))
+    children.append(job_from_plan(specs.AppDef(name=resource.metadata.name, roles=[role]), meta, options, service))
+    return children
+
+
 def single_pod_children(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *,
                         pool: NodePool, image: ImageSpec, backoff_limit: int, output: Output,
                         pvc_uris: tuple[str, ...], settings: OperatorSettings) -> list[dict[str, Any]]:
@@ -48,8 +85,6 @@ def single_pod_children(resource: Resource, suffix: str, entrypoint: str, config
     if pool.nodes > 1:
         raise NotImplementedError(f"multi-node {resource.kind} runs are not built yet: set spec.nodePool.nodes to 1")
     meta = metadata(resource, f"{suffix}-{resource.metadata.generation or 1}")
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                  "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)}}
     role = specs.Role(name=suffix, image=workload_image(image, pool.gpus_per_node, settings), entrypoint=entrypoint,
                       args=["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
                       resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
@@ -57,4 +92,5 @@ def single_pod_children(resource: Resource, suffix: str, entrypoint: str, config
         config_map=meta["name"], resources=pool.resources, placement=pool, image=image, backoff_limit=backoff_limit,
         queue_name=pool.queue_name, credentials_secret=output.credentials_secret,
         pvc_uris=tuple(u for u in pvc_uris if u), labels=labels(resource))
-    return [config_map, job_from_plan(specs.AppDef(name=resource.metadata.name, roles=[role]), meta, options)]
+    plan = specs.AppDef(name=resource.metadata.name, roles=[role])
+    return [config_map(meta, config), job_from_plan(plan, meta, options)]

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 from torch.distributed.checkpoint import FileSystemReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llmops.trainer.config.finetune import FineTuneRunConfig
 from llmops.trainer.train.checkpoint import Preempted
-from llmops.trainer.train.finetune import IGNORE, Method, batch_records, finetune, pack, read_records, sft_example
+from llmops.trainer.train.finetune import (
+    IGNORE,
+    Method,
+    batch_records,
+    finetune,
+    micro_batch_position,
+    pack,
+    read_records,
+    sft_example,
+)
 from llmops.trainer.train.metrics import MetricsLog
 from tests.conftest import EXAMPLES
 from tests.integration.preemption import SigtermAt
 
 INSTRUCTIONS = EXAMPLES / "data" / "instructions.jsonl"
+BIN = Path(sys.executable).parent
 
 
 def config(base: Path, data: Path, output: Path, method: str, **extra: Any) -> FineTuneRunConfig:
@@ -172,3 +187,120 @@ def test_malformed_records_are_skipped_and_counted(base_model: Path, tmp_path: P
     records = read_records(config(base_model, data, tmp_path, "sft"))
     assert len(records.train) + len(records.validation) == 2 and records.malformed == 2
     assert records.examples[0] == "mixed.jsonl:2: needs fields prompt, response"
+
+
+def preferences(path: Path) -> Path:
+    rng = random.Random(0)
+    path.write_text("".join(json.dumps({"prompt": f"Question {i}: who wrote the play?",
+                                        "chosen": "William Shakespeare wrote it.",
+                                        "rejected": rng.choice(["No idea.", "A cat."])}) + "\n" for i in range(24)))
+    return path
+
+
+def test_each_rank_takes_its_share_of_the_micro_batches_one_process_would_take() -> None:
+    for accumulation, world in ((1, 2), (2, 2), (3, 4)):
+        for step in range(3):
+            spread = sorted(micro_batch_position(step, micro, rank, accumulation, world)
+                            for rank in range(world) for micro in range(accumulation))
+            alone = [micro_batch_position(step, micro, 0, accumulation * world, 1)
+                     for micro in range(accumulation * world)]
+            assert spread == alone, (accumulation, world, step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "dpo"])
+def test_two_processes_match_one_process_accumulating_two(base_model: Path, tmp_path: Path, method: str) -> None:
+    data = INSTRUCTIONS if method == "lora" else preferences(tmp_path / "prefs.jsonl")
+    # No dropout: each rank draws its own dropout masks, so only a dropout-free run can be compared exactly.
+    settings: dict[str, Any] = {"lora": {"rank": 4, "dropout": 0.0}} if method == "lora" else {"dpo": {"beta": 0.5}}
+    steps = 6
+
+    def run_config(output: Path, accumulation: int) -> FineTuneRunConfig:
+        return config(base_model, data, output, method, **settings, checkpoint={"intervalSteps": 3},
+                      training={"maxSteps": steps, "batch": {"microBatchSize": 2,
+                                                             "gradientAccumulationSteps": accumulation}})
+
+    single = quiet()
+    finetune(run_config(tmp_path / "one", 2), single)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(run_config(tmp_path / "two", 1).to_wire()))
+    result = subprocess.run(
+        [str(BIN / "torchrun"), "--nproc-per-node=2", "--standalone", str(BIN / "llmops-finetune"),
+         "--config", str(path)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"event"')]
+    two = [e for e in events if e.get("loss") is not None]
+    one = {e["step"]: e for e in single.history if "loss" in e}
+    assert [e["step"] for e in two] == list(range(1, steps + 1))  # rank 0 alone reports, once per step
+    extra = "rewardMargin" if method == "dpo" else None
+    for event in two:  # the same batches, gradients averaged by DDP, the global mean logged: the same run
+        assert event["loss"] == pytest.approx(one[event["step"]]["loss"], rel=1e-3), (event, one)
+        if extra:
+            assert event[extra] == pytest.approx(one[event["step"]][extra], rel=1e-3, abs=1e-4), (event, one)
+    assert (tmp_path / "two" / "checkpoints" / "step-00000003" / "meta.json").exists()
+    assert "| processes | 2 |" in (tmp_path / "two" / "model" / "model-card.md").read_text()
+
+
+def workers(torchrun: int) -> dict[int, int]:
+    """Global rank -> pid of torchrun's worker processes (its children)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = dict(e.split(b"=", 1) for e in (proc / "environ").read_bytes().split(b"\0") if b"=" in e)
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == torchrun and b"RANK" in environ:
+            found[int(environ[b"RANK"])] = int(proc.name)
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_rank_checkpoints_all_and_the_run_resumes_on_the_same_curve(base_model: Path,
+                                                                                    tmp_path: Path) -> None:
+    def run_config(output: Path, accumulation: int) -> FineTuneRunConfig:
+        return config(base_model, INSTRUCTIONS, output, "lora", lora={"rank": 4, "dropout": 0.0},
+                      checkpoint={"intervalSteps": 1000},
+                      training={"maxSteps": 40, "batch": {"microBatchSize": 2,
+                                                          "gradientAccumulationSteps": accumulation}})
+
+    single = quiet()
+    finetune(run_config(tmp_path / "one", 2), single)
+    one = {e["step"]: e["loss"] for e in single.history if "loss" in e}
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(run_config(tmp_path / "two", 1).to_wire()))
+    command = [str(BIN / "torchrun"), "--nproc-per-node=2", "--standalone", str(BIN / "llmops-finetune"),
+               "--config", str(path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    # A node drain: only rank 1 gets SIGTERM. The ranks agree to stop at one step and all take part in the
+    # checkpoint; a rank checkpointing alone would wait for the others for ever.
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ranks: dict[int, int] = {}
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if line.startswith('{"event"') and json.loads(line).get("step") == 2:
+                ranks = workers(run.pid)
+                os.kill(ranks[1], signal.SIGTERM)
+                break
+        _, stderr = run.communicate(timeout=180)  # a hang (ranks disagreeing) fails here
+    finally:
+        if run.poll() is None:  # the workers hold the output pipes open: end them too
+            for pid in [*ranks.values(), run.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            run.communicate()
+    assert run.returncode != 0 and "SIGTERM at step" in stderr, stderr[-3000:]
+    (checkpoint,) = (tmp_path / "two" / "checkpoints").glob("step-*")
+    stopped = int(checkpoint.name.removeprefix("step-"))
+    assert 2 <= stopped < 40 and not (tmp_path / "two" / "model").exists()
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    two = {e["step"]: e["loss"] for line in resumed.stdout.splitlines() if line.startswith('{"event"')
+           for e in [json.loads(line)] if e.get("loss") is not None}
+    assert min(two) == stopped + 1 and max(two) == 40
+    for step, loss in two.items():
+        assert loss == pytest.approx(one[step], rel=1e-3), (step, two, one)

@@ -6,6 +6,10 @@ One small loop serves every method; what differs is how a record becomes tensors
 - lora: the sft objective with PEFT adapters on the chosen modules, base weights frozen;
 - classification: a sequence-classification head (last-token pooling) on the backbone;
 - dpo: sigmoid DPO loss of the policy against a frozen copy of the base model.
+
+Under torchrun each process trains a DDP replica on its own share of every step's micro-batches (see
+`micro_batch_position`), so N processes make the same run as one process accumulating N times as many;
+the logged loss is the mean over all processes, and validation and export run on rank 0.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from pydantic import ValidationError
+from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from llmops.trainer.config import exit_codes
@@ -35,6 +41,7 @@ from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
 from llmops.trainer.termination import fail
 
 from .checkpoint import Checkpointer, Preempted
+from .distributed import any_rank, barrier, global_mean, init_distributed, shutdown
 from .export import export
 from .metrics import MetricsLog
 from .schedule import learning_rate
@@ -162,7 +169,7 @@ def response_logprob(model: Any, prompt: str, response: str, tokenizer: Any, max
     """Sum of log p(response tokens | prompt) under `model`."""
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     ids = (prompt_ids + tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
-    ids = torch.tensor([ids[:max_length]])
+    ids = torch.tensor([ids[:max_length]], device=next(model.parameters()).device)
     logits = model(input_ids=ids).logits[0, :-1]
     targets = ids[0, 1:]
     logprobs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[:, None])[:, 0]
@@ -183,11 +190,19 @@ def batch_records(count: int, batch_size: int, seed: int, position: int) -> list
     return list(_epoch_order(count, seed, epoch)[index * size:(index + 1) * size])
 
 
+def micro_batch_position(step: int, micro: int, rank: int, accumulation: int, world: int) -> int:
+    """Position of a rank's micro-batch in the run. Of the accumulation x world micro-batches one process would
+    accumulate per step, rank r takes the r-th run of `accumulation`: the world size changes who computes a
+    micro-batch, never which micro-batches a step trains on."""
+    return (step * world + rank) * accumulation + micro
+
+
 class Method:
     """A method's model, trainable parameters and loss over a list of records."""
 
-    def __init__(self, config: FineTuneRunConfig, tokenizer: Any):
+    def __init__(self, config: FineTuneRunConfig, tokenizer: Any, device: torch.device | None = None):
         self.config, self.tokenizer = config, tokenizer
+        self.device = device or torch.device("cpu")
         base = config.base_uri
         if config.method is FineTuneMethod.CLASSIFICATION:
             assert config.classification is not None
@@ -206,11 +221,14 @@ class Method:
             self.model = get_peft_model(self.model, LoraConfig(
                 r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                 target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM"))
+        self.model.to(self.device)
         self.reference = None
-        if config.method is FineTuneMethod.DPO:
+        if config.method is FineTuneMethod.DPO:  # each process keeps its own frozen copy; it is never wrapped
             self.reference = copy.deepcopy(self.model).eval()
             for param in self.reference.parameters():
                 param.requires_grad = False
+        self.policy: Any = self.model
+        """What the loss calls: the model, or its DDP wrapper while training under torchrun."""
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -224,16 +242,16 @@ class Method:
         config, tokenizer, fields = self.config, self.tokenizer, self.config.data.fields
         if config.method is FineTuneMethod.CLASSIFICATION:
             batch = tokenizer([str(r[fields.text]) for r in records], padding=True, truncation=True,
-                              max_length=config.data.max_length, return_tensors="pt")
-            labels = torch.tensor([self.label_index(r[fields.label]) for r in records])
-            logits = self.model(**batch).logits
+                              max_length=config.data.max_length, return_tensors="pt").to(self.device)
+            labels = torch.tensor([self.label_index(r[fields.label]) for r in records], device=self.device)
+            logits = self.policy(**batch).logits
             return F.cross_entropy(logits, labels), {"accuracy": (logits.argmax(-1) == labels).float().mean().item()}
         if config.method is FineTuneMethod.DPO:
             assert self.reference is not None
             losses, margins = [], []
             for r in records:
                 prompt = f"{r[fields.prompt]}\n"
-                policy = [response_logprob(self.model, prompt, str(r[k]), tokenizer, config.data.max_length)
+                policy = [response_logprob(self.policy, prompt, str(r[k]), tokenizer, config.data.max_length)
                           for k in (fields.chosen, fields.rejected)]
                 with torch.no_grad():
                     ref = [response_logprob(self.reference, prompt, str(r[k]), tokenizer, config.data.max_length)
@@ -247,7 +265,7 @@ class Method:
             batch = pack(examples, config.data.max_length, tokenizer.pad_token_id)
         else:
             batch = pad(examples, tokenizer.pad_token_id)
-        return self.model(**batch).loss, {}
+        return self.policy(**{k: v.to(self.device) for k, v in batch.items()}).loss, {}
 
     def exportable(self) -> Any:
         if self.config.method is FineTuneMethod.LORA and self.config.lora.merge:
@@ -257,39 +275,54 @@ class Method:
 
 def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tuple[dict[str, Any], Any]:
     """Train, evaluate on the held-out records, export; returns the summary and the trained method."""
-    metrics = metrics or MetricsLog()
-    torch.manual_seed(config.training.seed)
+    rank, world, device = init_distributed()
+    metrics = metrics or MetricsLog(enabled=rank == 0)
+    torch.manual_seed(config.training.seed)  # the same on every rank: LoRA adapters start equal
     tokenizer = AutoTokenizer.from_pretrained(config.base_uri)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     records = read_records(config)
-    method = Method(config, tokenizer)
+    method = Method(config, tokenizer, device)
     training, batch_size = config.training, config.training.batch.micro_batch_size
-    steps_per_epoch = math.ceil(len(records.train) / batch_size / training.batch.gradient_accumulation_steps)
+    accumulation = training.batch.gradient_accumulation_steps
+    steps_per_epoch = math.ceil(len(records.train) / batch_size / accumulation / world)
     max_steps = training.max_steps or max(1, math.ceil((training.epochs or 1) * steps_per_epoch))
     opt = training.optimizer
     optimizer = torch.optim.AdamW(method.parameters(), lr=opt.learning_rate, betas=(opt.beta1, opt.beta2),
                                   eps=opt.eps, weight_decay=opt.weight_decay)
+    if world > 1:
+        # Every trainable weight gets a gradient in every method (LoRA's zero-initialised B included), so
+        # no unused-parameter search; buffers (rotary frequencies) are equal everywhere, so none are broadcast.
+        method.policy = DistributedDataParallel(method.model, device_ids=[device] if device.type == "cuda" else None,
+                                                broadcast_buffers=False)
     # Only trainable weights are checkpointed: a LoRA checkpoint holds the adapters, not the frozen base.
+    # Every rank takes part in save and restore (DCP collectives).
     checkpoints = Checkpointer(Path(config.output_uri) / "checkpoints", config.checkpoint.keep_last,
                                trainable_only=True)
     start, started = checkpoints.restore(method.model, optimizer), time.monotonic()
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) \
         if config.checkpoint.on_preemption else None
-    accumulation = training.batch.gradient_accumulation_steps
     method.model.train()
     try:
         for step in range(start, max_steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, opt.learning_rate, max_steps, training.schedule)
-            total, extras = 0.0, {}
+            sums: dict[str, float] = {"loss": 0.0}
             for micro in range(accumulation):
+                position = micro_batch_position(step, micro, rank, accumulation, world)
                 chunk = [records.train[i] for i in batch_records(len(records.train), batch_size, training.seed,
-                                                                 step * accumulation + micro)]
-                loss, extras = method.loss(chunk)
-                (loss / accumulation).backward()
-                total += loss.item() / accumulation
+                                                                 position)]
+                # DDP averages gradients over ranks once per step, at the last micro-batch's backward.
+                last = micro == accumulation - 1
+                sync = method.policy.no_sync() if world > 1 and not last else nullcontext()
+                with sync:
+                    loss, extras = method.loss(chunk)
+                    (loss / accumulation).backward()
+                for name, value in {"loss": loss.item(), **extras}.items():
+                    sums[name] = sums.get(name, 0.0) + value / accumulation
+            means = global_mean(sums, device)  # what one process accumulating all micro-batches would log
+            total = means.pop("loss")
             if not math.isfinite(total):
                 metrics.report(step=step + 1, loss=total, error="NonFiniteLoss")
                 raise FloatingPointError(f"loss {total} at step {step + 1}; the last good checkpoint is kept")
@@ -299,26 +332,32 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             if done % training.log_interval_steps == 0 or done == max_steps:
-                metrics.report(step=done, totalSteps=max_steps, loss=round(total, 5), **extras)
-            if done % config.checkpoint.interval_steps == 0 and done < max_steps or stop["requested"]:
+                metrics.report(step=done, totalSteps=max_steps, loss=round(total, 5),
+                               **{k: round(v, 5) for k, v in means.items()})
+            # SIGTERM may reach the ranks at different steps: they agree, then all checkpoint and stop together.
+            preempted = any_rank(stop["requested"], device)
+            if done % config.checkpoint.interval_steps == 0 and done < max_steps or preempted:
                 checkpoints.save(done, method.model, optimizer, {"config": config.to_wire()})
-            if stop["requested"]:
+            if preempted:
                 raise Preempted(f"SIGTERM at step {done}: checkpoint written")
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     method.model.eval()
+    method.policy = method.model  # rank 0 alone validates and exports: nothing below may be a collective
     summary: dict[str, Any] = {"method": config.method.value, "steps": max_steps, "trainRecords": len(records.train),
                                "validationRecords": len(records.validation), "malformedRecords": records.malformed,
-                               "seconds": round(time.monotonic() - started, 1)}
-    if records.validation:
-        with torch.no_grad():
-            loss, extras = method.loss(records.validation)
-        summary.update(validationLoss=round(loss.item(), 5), **{f"validation{k[0].upper()}{k[1:]}": v
-                                                               for k, v in extras.items()})
-        metrics.report(step=max_steps, validationLoss=summary["validationLoss"], **extras)
-    export(method.exportable(), tokenizer, Path(config.output_uri) / "model", summary=summary,
-           history=metrics.history, lineage={"base": config.base_uri, "data": config.data_uri, **config.lineage})
+                               "processes": world, "seconds": round(time.monotonic() - started, 1)}
+    if rank == 0:
+        if records.validation:
+            with torch.no_grad():
+                loss, extras = method.loss(records.validation)
+            summary.update(validationLoss=round(loss.item(), 5), **{f"validation{k[0].upper()}{k[1:]}": v
+                                                                   for k, v in extras.items()})
+            metrics.report(step=max_steps, validationLoss=summary["validationLoss"], **extras)
+        export(method.exportable(), tokenizer, Path(config.output_uri) / "model", summary=summary,
+               history=metrics.history, lineage={"base": config.base_uri, "data": config.data_uri, **config.lineage})
+    barrier()  # the run is done when the model is written, for every rank
     return summary, method
 
 
@@ -335,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("llmops-finetune", f"NonFiniteLoss: {error}", exit_codes.NON_FINITE_LOSS)
     except Preempted as reason:
         return fail("llmops-finetune", str(reason), exit_codes.PREEMPTED)
+    finally:
+        shutdown()
     return exit_codes.SUCCESS
 
 

@@ -33,6 +33,7 @@ from llmops.trainer.config.training import Precision, PretrainRunConfig, Strateg
 from llmops.trainer.termination import fail
 
 from .checkpoint import Checkpointer, Preempted
+from .distributed import any_rank, init_distributed
 from .export import export, wrap_tokenizer
 from .metrics import MetricsLog, flops_per_token, peak_flops
 from .model import build_model, to_huggingface
@@ -48,19 +49,6 @@ class OutOfMemory(RuntimeError):
         super().__init__(
             f"out of memory at training.batch.microBatchSize {micro_batch_size}: try microBatchSize {smaller} "
             f"with gradientAccumulationSteps {accumulation * micro_batch_size // smaller} (same global batch)")
-
-
-def _distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) from torchrun's environment; initialises the process group if needed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return rank, world, device
 
 
 def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
@@ -85,7 +73,7 @@ def _optimizer(model: torch.nn.Module, config: PretrainRunConfig, device: torch.
 
 def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple[dict[str, Any], torch.nn.Module]:
     """Run (or resume) training to training.maxSteps and export the model; returns the summary and model."""
-    rank, world, device = _distributed()
+    rank, world, device = init_distributed()
     port = int(os.environ.get("LLMOPS_METRICS_PORT", "0")) or None  # Prometheus, rank 0 only
     metrics = metrics or MetricsLog(enabled=rank == 0, port=port if rank == 0 else None)
     data_dir, out_dir = Path(config.data_uri), Path(config.output_uri)
@@ -190,10 +178,11 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                 window_start, window_loss, window_steps = time.monotonic(), 0.0, 0
             if done % training.eval_interval_steps == 0 or done == max_steps:
                 metrics.report(step=done, validationLoss=validation_loss())
-            if done % config.checkpoint.interval_steps == 0 and done < max_steps:
+            # A drain may signal one node only: every rank must checkpoint and stop at the same step.
+            preempted = any_rank(stop["requested"], device)
+            if (done % config.checkpoint.interval_steps == 0 and done < max_steps) or preempted:
                 checkpoints.save(done, model, optimizer, meta)
-            if stop["requested"]:
-                checkpoints.save(done, model, optimizer, meta)
+            if preempted:
                 raise Preempted(f"SIGTERM at step {done}: checkpoint written")
     finally:
         if previous_handler is not None:
