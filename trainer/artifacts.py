@@ -13,11 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-from pydantic import ValidationError
-
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.artifacts import ArtifactCleanupConfig, is_root
+from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.termination import fail
 
 
@@ -46,9 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="ArtifactCleanupConfig as YAML or JSON")
     args = parser.parse_args(argv)
     try:
-        config = ArtifactCleanupConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
-    except (OSError, ValidationError, yaml.YAMLError) as error:
-        return fail("llmops-artifacts", f"invalid config {args.config}: {error}", exit_codes.CONFIG_ERROR)
+        config = load_config(ArtifactCleanupConfig, args.config)
+    except ConfigFileError as error:
+        return fail("llmops-artifacts", str(error), exit_codes.CONFIG_ERROR)
     for uri in config.uris:
         if is_root(uri):
             return fail("llmops-artifacts", f"refusing to delete {uri}: it is a filesystem root or a bucket",

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-
-from pydantic import ValidationError
 
 from llmops.trainer import termination
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.data import DataJobConfig
+from llmops.trainer.config.files import ConfigFileError, load_config
 
 from .engines import InlineEngine, RayEngine
 from .pipeline import run
@@ -32,14 +30,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where per-document stages run (default: Ray Data)")
     args = parser.parse_args(argv)
     try:
-        import yaml
-
-        raw = yaml.safe_load(Path(args.config).read_text())
-        if args.output:
-            raw["outputUri"] = args.output
-        config = DataJobConfig.model_validate(raw)
-    except (OSError, ValidationError, yaml.YAMLError) as error:
-        return fail(f"invalid config {args.config}: {error}")
+        config = load_config(DataJobConfig, args.config, {"outputUri": args.output} if args.output else None)
+    except ConfigFileError as error:
+        return fail(str(error))
     engine = RayEngine(num_cpus=None) if args.engine == "ray" else InlineEngine()
     try:
         manifest = run(config, engine, Progress())

@@ -9,15 +9,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
-
-import yaml
-from pydantic import ValidationError
 
 from llmops.trainer import termination
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.evaluate import EvalJobConfig
+from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.data.progress import Progress
 
 from .run import ModelLoadError, evaluate
@@ -40,9 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="EvalJobConfig as YAML or JSON")
     args = parser.parse_args(argv)
     try:
-        config = EvalJobConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
-        document = evaluate(config, Progress())
-    except (OSError, ValidationError, yaml.YAMLError, TaskDataError, ModelLoadError, NotImplementedError) as error:
+        document = evaluate(load_config(EvalJobConfig, args.config), Progress())
+    except (OSError, ConfigFileError, TaskDataError, ModelLoadError, NotImplementedError) as error:
         return termination.fail("llmops-evaluate", str(error), exit_codes.CONFIG_ERROR)
     report_to_operator(document)
     print(f"llmops-evaluate: {document['verdict']}", file=sys.stderr)

@@ -31,12 +31,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
-from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from llmops.trainer.config import exit_codes
+from llmops.trainer.config.files import load_config
 from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
 from llmops.trainer.termination import fail
 
@@ -366,9 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="FineTuneRunConfig as YAML or JSON")
     args = parser.parse_args(argv)
     try:
-        config = FineTuneRunConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
-        finetune(config)
-    except (OSError, ValidationError, yaml.YAMLError, ValueError, NotImplementedError) as error:
+        finetune(load_config(FineTuneRunConfig, args.config))
+    except (OSError, ValueError, NotImplementedError) as error:  # ConfigFileError is a ValueError
         return fail("llmops-finetune", str(error), exit_codes.CONFIG_ERROR)
     except FloatingPointError as error:
         return fail("llmops-finetune", f"NonFiniteLoss: {error}", exit_codes.NON_FINITE_LOSS)

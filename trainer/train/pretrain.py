@@ -23,12 +23,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-import yaml
-from pydantic import ValidationError
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.nn.parallel import DistributedDataParallel
 
 from llmops.trainer.config import exit_codes
+from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
 from llmops.trainer.termination import fail
 
@@ -226,9 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="PretrainRunConfig as YAML or JSON")
     args = parser.parse_args(argv)
     try:
-        config = PretrainRunConfig.model_validate(yaml.safe_load(Path(args.config).read_text()))
-    except (OSError, ValidationError, yaml.YAMLError) as error:
-        return fail("llmops-pretrain", f"invalid config {args.config}: {error}", exit_codes.CONFIG_ERROR)
+        config = load_config(PretrainRunConfig, args.config)
+    except ConfigFileError as error:
+        return fail("llmops-pretrain", str(error), exit_codes.CONFIG_ERROR)
     try:
         train(config)
     except Preempted as reason:
