@@ -8,13 +8,11 @@ import os
 import random
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
 from torch.distributed.checkpoint import FileSystemReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -32,10 +30,11 @@ from llmops.trainer.train.finetune import (
 )
 from llmops.trainer.train.metrics import MetricsLog
 from tests.conftest import EXAMPLES
+from tests.integration import torchrun
 from tests.integration.preemption import SigtermAt
+from tests.integration.torchrun import run_two
 
 INSTRUCTIONS = EXAMPLES / "data" / "instructions.jsonl"
-BIN = Path(sys.executable).parent
 
 
 def config(base: Path, data: Path, output: Path, method: str, **extra: Any) -> FineTuneRunConfig:
@@ -222,14 +221,7 @@ def test_two_processes_match_one_process_accumulating_two(base_model: Path, tmp_
 
     single = quiet()
     finetune(run_config(tmp_path / "one", 2), single)
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(run_config(tmp_path / "two", 1).to_wire()))
-    result = subprocess.run(
-        [str(BIN / "torchrun"), "--nproc-per-node=2", "--standalone", str(BIN / "llmops-finetune"),
-         "--config", str(path)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"event"')]
+    events = run_two("llmops-finetune", run_config(tmp_path / "two", 1), tmp_path / "two.yaml")
     two = [e for e in events if e.get("loss") is not None]
     one = {e["step"]: e for e in single.history if "loss" in e}
     assert [e["step"] for e in two] == list(range(1, steps + 1))  # rank 0 alone reports, once per step
@@ -268,11 +260,9 @@ def test_sigterm_on_one_rank_checkpoints_all_and_the_run_resumes_on_the_same_cur
     single = quiet()
     finetune(run_config(tmp_path / "one", 2), single)
     one = {e["step"]: e["loss"] for e in single.history if "loss" in e}
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(run_config(tmp_path / "two", 1).to_wire()))
-    command = [str(BIN / "torchrun"), "--nproc-per-node=2", "--standalone", str(BIN / "llmops-finetune"),
-               "--config", str(path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = torchrun.command("llmops-finetune", torchrun.write_config(run_config(tmp_path / "two", 1),
+                                                                       tmp_path / "two.yaml"))
+    env = torchrun.ENV
 
     # A node drain: only rank 1 gets SIGTERM. The ranks agree to stop at one step and all take part in the
     # checkpoint; a rank checkpointing alone would wait for the others for ever.

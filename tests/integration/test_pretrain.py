@@ -21,6 +21,7 @@ from llmops.trainer.train.checkpoint import Preempted
 from llmops.trainer.train.metrics import MetricsLog
 from llmops.trainer.train.pretrain import train
 from tests.integration.preemption import SigtermAt
+from tests.integration.torchrun import run_two
 
 BIN = Path(sys.executable).parent
 
@@ -109,14 +110,7 @@ def test_two_processes_match_one_process_accumulating_two(dataset: Path, tmp_pat
     train(run_config(dataset, tmp_path / "one", maxSteps=6, batch={"microBatchSize": 4,
                                                                     "gradientAccumulationSteps": 2}), single)
     config = run_config(dataset, tmp_path / "two", maxSteps=6, batch={"microBatchSize": 4})
-    path = tmp_path / "two.yaml"
-    path.write_text(yaml.safe_dump(config.to_wire()))
-    result = subprocess.run(
-        [str(BIN / "torchrun"), "--nproc-per-node=2", "--standalone", str(BIN / "llmops-pretrain"),
-         "--config", str(path)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
-    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"event"')]
+    events = run_two("llmops-pretrain", config, tmp_path / "two.yaml")
     two = {e["step"]: e["loss"] for e in events if e.get("loss") is not None}
     one = losses(single.history)
     # Same data (batch index = rank x accumulation + micro-step), gradients averaged by DDP: the same run.
