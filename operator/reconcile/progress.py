@@ -178,18 +178,25 @@ def rank_zero_pod(pods: list[dict[str, Any]], job_name: str) -> str | None:
                ["metadata"]["name"])
 
 
+def _merged(status: dict[str, Any], report: ProgressReport) -> dict[str, Any]:
+    out = {**status, "progress": report.progress.to_wire()}
+    if report.metrics is not None:
+        out["metrics"] = {**(status.get("metrics") or {}), **report.metrics.model_dump(
+            mode="json", by_alias=True, exclude_none=True, exclude_unset=True)}
+    return out
+
+
 def with_progress(status: dict[str, Any], report: ProgressReport | None) -> dict[str, Any]:
     """The decided status (wire form) with live progress merged in: the report while the run it came from is
     Running, 100% once it Succeeded; any other phase keeps what was last shown (a Failed run shows how far it got).
     """
     phase = status.get("phase")
-    if phase == Phase.RUNNING and report is not None and report.job_name == status.get("jobName"):
-        out = {**status, "progress": report.progress.to_wire()}
-        if report.metrics is not None:
-            out["metrics"] = {**(status.get("metrics") or {}), **report.metrics.model_dump(
-                mode="json", by_alias=True, exclude_none=True, exclude_unset=True)}
-        return out
+    current = report is not None and report.job_name == status.get("jobName")
+    if phase == Phase.RUNNING and current:
+        return _merged(status, report)
     if phase == Phase.SUCCEEDED:
+        if current:  # the last report, read as the run ended: its final loss
+            status = _merged(status, report)
         if not status.get("progress"):  # finished before a report was read: all there is to say is that it ran
             return {**status, "progress": Progress(completed=1, total=1, unit="runs", percent="100%",
                                                    eta_seconds=0).to_wire()}

@@ -229,6 +229,9 @@ class Controller:
                 await asyncio.to_thread(self.writer.delete, stale)
 
         key = (kind.name, meta["namespace"], meta["name"])
+        if decision.status.get("phase") == Phase.SUCCEEDED and (body.get("status") or {}).get("phase") == Phase.RUNNING:
+            # The progress timer stops with Running: read the log once more so the final loss is shown.
+            await self.observe_progress(kind, body, children.get("Pod", []))
         await self._write_status(kind, body, with_progress(decision.status, self._progress.get(key)))
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -254,7 +257,7 @@ class Controller:
         """
         meta, status = body["metadata"], body.get("status") or {}
         job_name = status.get("jobName")
-        if status.get("phase") != Phase.RUNNING or not job_name:
+        if status.get("phase") != Phase.RUNNING or not job_name:  # the last read happens as Running ends
             return False
         pod = rank_zero_pod(pods, job_name)
         if pod is None:

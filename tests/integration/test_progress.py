@@ -93,15 +93,17 @@ def test_progress_and_loss_columns_follow_the_rank_zero_log(cluster: TestCluster
     wait_until("a later report moves the columns", lambda: shows(kubectl, namespace, PTJ, progress="60%", loss="2.5"),
                timeout=30)
 
+    # The last report and the end of the run come together; the final loss is still shown.
+    cluster.set_pod_log(namespace, pods["0"], [train_line(120, 2.5, 1030.0), train_line(200, 2.25, 1070.0)])
     for name in pods.values():
         cluster.finish_pod(namespace, name, exit_code=0)
     kubectl("wait", "--for=condition=Succeeded", PTJ, "-n", namespace,
             "--timeout=60s")
     wait_until("100% once Succeeded", lambda: shows(kubectl, namespace, PTJ, phase="Succeeded", progress="100%",
-                                                    loss="2.5"))
+                                                    loss="2.25"))
     status = get(kubectl, namespace, PTJ)["status"]
     assert status["progress"]["completed"] == status["progress"]["total"] == 200
-    assert status["metrics"]["loss"] == 2.5
+    assert status["metrics"]["loss"] == 2.25 and status["metrics"]["step"] == 200
     assert replica.process.poll() is None
 
 
