@@ -57,7 +57,7 @@ def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dic
     desired = children_for(
         ft, "finetune", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
         backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, base.artifact_uri, data_uri),
-        settings=settings)
+        settings=settings, active_deadline_seconds=spec.active_deadline_seconds)
     status, events = run_decision(previous, desired, children, generation=generation,
                                   artifact_uri=f"{output}/model", now=now)
     return Decision(children=desired, status=status.to_wire(), events=events)

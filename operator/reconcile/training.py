@@ -80,7 +80,8 @@ def torchrun_children(resource: Resource, suffix: str, entrypoint: str, config: 
 
 def single_pod_children(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *,
                         pool: NodePool, image: ImageSpec, backoff_limit: int, output: Output,
-                        pvc_uris: tuple[str, ...], settings: OperatorSettings) -> list[dict[str, Any]]:
+                        pvc_uris: tuple[str, ...], settings: OperatorSettings,
+                        active_deadline_seconds: int | None = None) -> list[dict[str, Any]]:
     """ConfigMap with the workload's config, and a one-pod Job running `entrypoint --config FILE`."""
     if pool.nodes > 1:
         raise NotImplementedError(f"multi-node {resource.kind} runs are not built yet: set spec.nodePool.nodes to 1")
@@ -90,7 +91,8 @@ def single_pod_children(resource: Resource, suffix: str, entrypoint: str, config
                       resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
     options = KubernetesOptions(
         config_map=meta["name"], resources=pool.resources, placement=pool, image=image, backoff_limit=backoff_limit,
-        queue_name=pool.queue_name, credentials_secret=output.credentials_secret,
-        pvc_uris=tuple(u for u in pvc_uris if u), labels=labels(resource))
+        active_deadline_seconds=active_deadline_seconds, queue_name=pool.queue_name,
+        credentials_secret=output.credentials_secret, pvc_uris=tuple(u for u in pvc_uris if u),
+        labels=labels(resource))
     plan = specs.AppDef(name=resource.metadata.name, roles=[role])
     return [config_map(meta, config), job_from_plan(plan, meta, options)]

@@ -237,6 +237,14 @@ class TestFineTuneAndEvaluationReconcile:
         assert config["method"] == "lora" and config["lora"]["rank"] == 8
         assert decision.children[1]["spec"]["template"]["spec"]["containers"][0]["command"] == ["llmops-finetune"]
 
+    @pytest.mark.parametrize("pool", [{}, {"nodes": 2, "gpusPerNode": 1}], ids=["one pod", "torchrun"])
+    def test_a_fine_tune_deadline_reaches_its_job(self, pool: dict[str, Any]) -> None:
+        ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1},
+                                                 "spec": {"activeDeadlineSeconds": 3600, "nodePool": pool}}))
+        refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
+        job = finetune.reconcile(ft, {}, refs, SETTINGS, NOW).children[-1]
+        assert job["kind"] == "Job" and job["spec"]["activeDeadlineSeconds"] == 3600
+
     @pytest.mark.parametrize(("pool", "want_kinds", "want_env"), [
         ({"nodes": 2, "gpusPerNode": 4, "nodeSelector": {"llmops.dev/pool": "gpu"}},
          ["ConfigMap", "Service", "Job"],

@@ -89,6 +89,9 @@ class FineTuneSpec(ApiModel):
     backoff_limit: int = Field(default=3, ge=0, le=1000)
     """Failed pod restarts before the FineTune is Failed. Preemptions do not count."""
 
+    active_deadline_seconds: int | None = Field(default=None, ge=60)
+    """Fail the run after this many seconds of running."""
+
     cel_rules = (
         _block_matches_method("sft", FineTuneMethod.SFT, FineTuneMethod.LORA),
         _block_matches_method("lora", FineTuneMethod.LORA),
