@@ -190,7 +190,8 @@ class Controller:
                          refs: dict[tuple[str, str], Any]) -> None:
         now = datetime.now(UTC)
         meta = body["metadata"]
-        written = self._recent(self._written_status, (kind.name, meta["namespace"], meta["name"]))
+        key = (kind.name, meta["namespace"], meta["name"])
+        written = self._recent(self._written_status, key)
         if written is not None and written != body.get("status"):
             body = {**body, "status": written}  # the index has not seen our last status write yet
         settings = await self.effective_settings()
@@ -207,6 +208,13 @@ class Controller:
         except (ValidationError, NotImplementedError) as error:
             # Admission should have caught it; if not (e.g. an unsupported option), say so and stop.
             await self._fail(kind, body, getattr(error, "reason", "InvalidSpec"), str(error), now)
+            return
+        if release:
+            # First and alone: the resource is gone once the finalizer is, and a status write before it would
+            # change the resourceVersion this patch is conditional on.
+            await asyncio.to_thread(self.writer.set_finalizers, kind.plural, meta["namespace"], meta["name"],
+                                    [f for f in meta.get("finalizers") or [] if f != artifacts.FINALIZER],
+                                    meta["resourceVersion"])
             return
 
         wanted = {(c["kind"], c["metadata"]["name"]) for c in decision.children}
@@ -228,7 +236,6 @@ class Controller:
             if (child_kind, name) not in wanted and any(o.get("uid") == meta.get("uid") for o in owners):
                 await asyncio.to_thread(self.writer.delete, stale)
 
-        key = (kind.name, meta["namespace"], meta["name"])
         if decision.status.get("phase") == Phase.SUCCEEDED and (body.get("status") or {}).get("phase") == Phase.RUNNING:
             # The progress timer stops with Running: read the log once more so the final loss is shown.
             await self.observe_progress(kind, body, children.get("Pod", []))
@@ -237,10 +244,6 @@ class Controller:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             self.metrics.api_writes.labels("event").inc()
         self._count_phase(kind, body, decision.status.get("phase"))
-        if release:
-            await asyncio.to_thread(self.writer.set_finalizers, kind.plural, meta["namespace"], meta["name"],
-                                    [f for f in meta.get("finalizers") or [] if f != artifacts.FINALIZER],
-                                    meta["resourceVersion"])
 
     async def _write_status(self, kind: Kind, body: dict[str, Any], status: dict[str, Any]) -> None:
         patch = merge_patch(body.get("status") or {}, status)
