@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from .distributed import any_rank
 
 PREFIX = "step-"
 
@@ -32,6 +37,19 @@ def _rank() -> int:
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+@contextmanager
+def sigterm_requests(enabled: bool) -> Iterator[dict[str, bool]]:
+    """While inside, SIGTERM only sets `["requested"]`: the loop checkpoints at the end of the step and stops
+    (Checkpointer.end_of_step). Disabled: SIGTERM keeps its default effect."""
+    stop = {"requested": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) if enabled else None
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class Checkpointer:
@@ -73,6 +91,16 @@ class Checkpointer:
                 shutil.rmtree(old, ignore_errors=True)
         _barrier()
         return final
+
+    def end_of_step(self, done: int, max_steps: int, interval: int, stop_requested: bool, device: torch.device,
+                    model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
+        """Checkpoint every `interval` steps, and when any rank was asked to stop, then raise Preempted. The
+        ranks agree first: a drain may signal one node only, and saving is a collective."""
+        preempted = any_rank(stop_requested, device)
+        if (done % interval == 0 and done < max_steps) or preempted:
+            self.save(done, model, optimizer, meta)
+        if preempted:
+            raise Preempted(f"SIGTERM at step {done}: checkpoint written")
 
     def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
         """Load the newest complete checkpoint into model and optimizer; return its step (0 if none)."""

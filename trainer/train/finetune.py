@@ -20,7 +20,6 @@ import functools
 import hashlib
 import json
 import math
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -39,8 +38,8 @@ from llmops.trainer.config.files import load_config
 from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
 from llmops.trainer.termination import fail
 
-from .checkpoint import Checkpointer, Preempted
-from .distributed import any_rank, barrier, global_mean, init_distributed, shutdown
+from .checkpoint import Checkpointer, Preempted, sigterm_requests
+from .distributed import barrier, global_mean, init_distributed, shutdown
 from .export import export
 from .metrics import MetricsLog
 from .schedule import learning_rate
@@ -299,11 +298,8 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
     checkpoints = Checkpointer(Path(config.output_uri) / "checkpoints", config.checkpoint.keep_last,
                                trainable_only=True)
     start, started = checkpoints.restore(method.model, optimizer), time.monotonic()
-    stop = {"requested": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) \
-        if config.checkpoint.on_preemption else None
     method.model.train()
-    try:
+    with sigterm_requests(config.checkpoint.on_preemption) as stop:
         for step in range(start, max_steps):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, opt.learning_rate, max_steps, training.schedule)
@@ -333,15 +329,8 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
             if done % training.log_interval_steps == 0 or done == max_steps:
                 metrics.report(step=done, totalSteps=max_steps, loss=round(total, 5),
                                **{k: round(v, 5) for k, v in means.items()})
-            # SIGTERM may reach the ranks at different steps: they agree, then all checkpoint and stop together.
-            preempted = any_rank(stop["requested"], device)
-            if done % config.checkpoint.interval_steps == 0 and done < max_steps or preempted:
-                checkpoints.save(done, method.model, optimizer, {"config": config.to_wire()})
-            if preempted:
-                raise Preempted(f"SIGTERM at step {done}: checkpoint written")
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+            checkpoints.end_of_step(done, max_steps, config.checkpoint.interval_steps, stop["requested"], device,
+                                    method.model, optimizer, {"config": config.to_wire()})
     method.model.eval()
     method.policy = method.model  # rank 0 alone validates and exports: nothing below may be a collective
     summary: dict[str, Any] = {"method": config.method.value, "steps": max_steps, "trainRecords": len(records.train),

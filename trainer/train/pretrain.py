@@ -12,7 +12,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -31,8 +30,8 @@ from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
 from llmops.trainer.termination import fail
 
-from .checkpoint import Checkpointer, Preempted
-from .distributed import any_rank, init_distributed
+from .checkpoint import Checkpointer, Preempted, sigterm_requests
+from .distributed import init_distributed
 from .export import export, wrap_tokenizer
 from .metrics import MetricsLog, flops_per_token, peak_flops
 from .model import build_model, to_huggingface
@@ -104,9 +103,6 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     checkpoints = Checkpointer(out_dir / "checkpoints", config.checkpoint.keep_last)
     start = checkpoints.restore(model, optimizer)
 
-    stop = {"requested": False}
-    previous_handler = signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True)) \
-        if config.checkpoint.on_preemption else None
     tokens_per_step = batch.micro_batch_size * batch.gradient_accumulation_steps * length * world
     peak = peak_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
     flops_token = flops_per_token(parameters, config.model.num_layers, config.model.hidden_size, length)
@@ -130,7 +126,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
 
     wrapped.train()
     window_start, window_loss, window_steps = time.monotonic(), 0.0, 0
-    try:
+    with sigterm_requests(config.checkpoint.on_preemption) as stop:
         for step in range(start, max_steps):
             lr = learning_rate(step, training.optimizer.learning_rate, max_steps, training.schedule)
             for group in optimizer.param_groups:
@@ -177,15 +173,8 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                 window_start, window_loss, window_steps = time.monotonic(), 0.0, 0
             if done % training.eval_interval_steps == 0 or done == max_steps:
                 metrics.report(step=done, validationLoss=validation_loss())
-            # A drain may signal one node only: every rank must checkpoint and stop at the same step.
-            preempted = any_rank(stop["requested"], device)
-            if (done % config.checkpoint.interval_steps == 0 and done < max_steps) or preempted:
-                checkpoints.save(done, model, optimizer, meta)
-            if preempted:
-                raise Preempted(f"SIGTERM at step {done}: checkpoint written")
-    finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+            checkpoints.end_of_step(done, max_steps, config.checkpoint.interval_steps, stop["requested"], device,
+                                    model, optimizer, meta)
 
     summary = {"steps": max_steps, "parameters": parameters, "tokens": max_steps * tokens_per_step,
                "finalLoss": next((e["loss"] for e in reversed(metrics.history) if "loss" in e), None),
