@@ -9,7 +9,6 @@ why and how to give up. Everything here is pure: the resource and its Jobs in, c
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.artifacts import ArtifactCleanupConfig, is_root
 
 from .conditions import set_condition
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_from_plan, job_state
+from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, config_map, job_from_plan, job_state
 from .objects import labels, metadata
 from .storage import local_path
 from .training import default_output
@@ -81,9 +80,7 @@ def cleanup(resource: Resource, status: dict[str, Any], jobs: list[dict[str, Any
     if any(j["metadata"]["name"] != meta["name"] for j in jobs) or any(
             p["metadata"].get("labels", {}).get("job-name") != meta["name"] for p in pods):
         return Cleanup([], False, "StoppingWorkload", f"stopping the workload before deleting {uri}")
-    config = ArtifactCleanupConfig(uris=[local_path(uri)])
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                  "data": {CONFIG_FILE: json.dumps(config.to_wire(), indent=2, sort_keys=True)}}
+    config = config_map(meta, ArtifactCleanupConfig(uris=[local_path(uri)]).to_wire())
     spec = resource.spec  # type: ignore[attr-defined]
     role = specs.Role(name=SUFFIX, image=spec.image.image or settings.trainer_image, entrypoint=ENTRYPOINT,
                       args=["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
@@ -98,12 +95,12 @@ def cleanup(resource: Resource, status: dict[str, Any], jobs: list[dict[str, Any
     state = job_state(observed, meta["name"], [p for p in pods if p["metadata"].get("labels", {}).get("job-name")
                                                == meta["name"]])
     if state.phase == "Succeeded":
-        return Cleanup([config_map, job], True, "ArtifactsDeleted", f"deleted {uri}")
+        return Cleanup([config, job], True, "ArtifactsDeleted", f"deleted {uri}")
     if state.phase == "Failed":
-        return Cleanup([config_map, job], False, "CleanupFailed",
+        return Cleanup([config, job], False, "CleanupFailed",
                        f"deleting {uri} failed: {state.message}; fix the cause and delete Job {meta['name']} to "
                        f"retry, or remove the finalizer {FINALIZER} to keep the artifacts")
-    return Cleanup([config_map, job], False, "DeletingArtifacts", f"deleting {uri} (Job {meta['name']})")
+    return Cleanup([config, job], False, "DeletingArtifacts", f"deleting {uri} (Job {meta['name']})")
 
 
 def deletion(resource: Resource, body_status: dict[str, Any], children: dict[str, list[dict[str, Any]]],

@@ -7,7 +7,6 @@ fresh run and the stale children are deleted, while re-applying the same generat
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +17,7 @@ from llmops.operator.api.v1alpha1.dataset import DatasetStatus
 from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
 from llmops.trainer.config.data import DataJobConfig, PipelineConfig
 
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, job_from_plan
+from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, config_map, job_from_plan
 from .objects import labels, metadata
 from .rayjob import KIND as RAY_JOB
 from .rayjob import ray_job_from_plan, ray_job_pods, ray_job_state
@@ -75,8 +74,7 @@ def launch_plan(dataset: Dataset, settings: OperatorSettings) -> specs.AppDef:
 
 def desired_children(dataset: Dataset, settings: OperatorSettings) -> list[dict[str, Any]]:
     meta = metadata(dataset, child_suffix(dataset))
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-              "data": {CONFIG_FILE: json.dumps(job_config(dataset, settings).to_wire(), indent=2, sort_keys=True)}}
+    config = config_map(meta, job_config(dataset, settings).to_wire())
     spec = dataset.spec
     options = KubernetesOptions(
         config_map=meta["name"], resources=spec.execution.resources, placement=spec.execution.placement,

@@ -8,6 +8,7 @@ rendezvous); each pod learns its node rank from its completion index, as Kubeflo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,12 @@ class KubernetesOptions:
     pvc_uris: tuple[str, ...] = ()
     """pvc:// URIs the workload reads or writes; their claims are mounted (see storage.py)."""
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def config_map(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The ConfigMap a workload reads its config from (mounted at CONFIG_DIR/CONFIG_FILE)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)}}
 
 
 def pod_failure_policy() -> dict[str, Any]:

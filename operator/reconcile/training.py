@@ -3,7 +3,6 @@ one pod running the workload or torchrun on an Indexed Job (PretrainJob always, 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from torchx import specs
@@ -12,7 +11,15 @@ from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, O
 from llmops.operator.runtime.settings import OperatorSettings
 
 from .dependencies import Dependency, dependency
-from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, headless_service, job_from_plan, torchrun_env
+from .jobs import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    KubernetesOptions,
+    config_map,
+    headless_service,
+    job_from_plan,
+    torchrun_env,
+)
 from .objects import labels, metadata
 
 
@@ -40,11 +47,6 @@ def default_output(resource: Resource, settings: OperatorSettings) -> str:
 def workload_image(image: ImageSpec, gpus: int, settings: OperatorSettings) -> str:
     """The spec's image, else the operator's default (the CUDA variant when GPUs are asked for)."""
     return image.image or (settings.trainer_cuda_image if gpus else settings.trainer_image)
-
-
-def config_map(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-            "data": {CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)}}
 
 
 def is_distributed(pool: NodePool) -> bool:
