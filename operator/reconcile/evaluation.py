@@ -90,6 +90,7 @@ def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]],
         backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, *inputs), settings=settings)
     status, events = run_decision(previous, desired, children, generation=generation,
                                   artifact_uri=f"{output}/results.json", now=now)
+    status.model_uri = model.artifact_uri  # what a Deployment's gate compares with the model it serves
     job_name = desired[-1]["metadata"]["name"]
     _, pods = job_and_pods(children, job_name)
     if status.phase is Phase.SUCCEEDED:

@@ -100,22 +100,22 @@ def container_resources(options: KubernetesOptions, gpus: int = 0) -> dict[str, 
     return {k: v for k, v in resources.items() if v}
 
 
-def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: KubernetesOptions,
-                  service: str | None = None) -> dict[str, Any]:
-    """The Job that runs a single-role launch plan; several replicas make it Indexed, behind `service`."""
-    (role,) = plan.roles
-    if role.num_replicas > 1 and service is None:
-        raise ValueError("a multi-replica launch plan needs a headless service for rendezvous")
+def pod_template(role: specs.Role, options: KubernetesOptions, *, restart_policy: str,
+                 volumes: tuple[dict[str, Any], ...] = (), mounts: tuple[dict[str, Any], ...] = ()
+                 ) -> dict[str, Any]:
+    """The pod template every workload child runs (a Job's pods, a model server's pods): one container named
+    CONTAINER running the role, its config mounted at CONFIG_DIR, pvc:// claims mounted, credentials as
+    environment, placement and GPUs from the options. `volumes`/`mounts` add what only one kind of child needs."""
     pvc_volumes_, pvc_mounts = pvc_volumes(list(options.pvc_uris))
     resources = container_resources(options, role.resource.gpu)
-    container = {
+    container: dict[str, Any] = {
         "name": CONTAINER,
         "image": role.image,
         "imagePullPolicy": options.image.pull_policy.value,
         "command": [role.entrypoint],
         "args": list(role.args),
-        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *pvc_mounts],
-        # The trainer writes its failure cause here; the operator surfaces it in a condition.
+        "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *pvc_mounts, *mounts],
+        # The workload writes its failure cause here; the operator surfaces it in a condition.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     # Empty fields are left out: the API server drops them, and applied objects are compared with stored ones.
@@ -128,24 +128,37 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
         container["resources"] = resources
     if options.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": options.credentials_secret}}]
+    if role.port_map:
+        container["ports"] = [{"name": name, "containerPort": port} for name, port in sorted(role.port_map.items())]
     pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
+        "restartPolicy": restart_policy,
         "containers": [container],
-        "volumes": [{"name": "config", "configMap": {"name": options.config_map}}, *pvc_volumes_],
+        "volumes": [{"name": "config", "configMap": {"name": options.config_map}}, *pvc_volumes_, *volumes],
     }
-    if "PET_NNODES" in role.env:  # torch workers share tensors through /dev/shm: give it room
-        pod_spec["volumes"].append({"name": "shm", "emptyDir": {"medium": "Memory"}})
-        container["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
-    if service:
-        pod_spec["subdomain"] = service
     pod_spec.update(pod_placement(options))
+    return {"metadata": {"labels": dict(options.labels)}, "spec": pod_spec}
+
+
+def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: KubernetesOptions,
+                  service: str | None = None) -> dict[str, Any]:
+    """The Job that runs a single-role launch plan; several replicas make it Indexed, behind `service`."""
+    (role,) = plan.roles
+    if role.num_replicas > 1 and service is None:
+        raise ValueError("a multi-replica launch plan needs a headless service for rendezvous")
+    distributed = "PET_NNODES" in role.env
+    # torch workers share tensors through /dev/shm: give it room.
+    template = pod_template(role, options, restart_policy="Never",
+                            volumes=({"name": "shm", "emptyDir": {"medium": "Memory"}},) if distributed else (),
+                            mounts=({"name": "shm", "mountPath": "/dev/shm"},) if distributed else ())
+    if service:
+        template["spec"]["subdomain"] = service
     spec: dict[str, Any] = {
         "backoffLimit": options.backoff_limit,
         "completions": role.num_replicas,
         "parallelism": role.num_replicas,
         "completionMode": "Indexed",
         "podFailurePolicy": pod_failure_policy(),
-        "template": {"metadata": {"labels": dict(options.labels)}, "spec": pod_spec},
+        "template": template,
     }
     if options.active_deadline_seconds:
         spec["activeDeadlineSeconds"] = options.active_deadline_seconds

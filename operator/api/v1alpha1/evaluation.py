@@ -113,6 +113,9 @@ class Verdict(StrEnum):
 
 
 class EvaluationStatus(WorkloadStatus):
+    model_uri: str | None = None
+    """The artifact this run scores (a Deployment's gate counts this Evaluation only for that artifact)."""
+
     verdict: Verdict | None = None
     """Passed when every threshold held."""
 
