@@ -37,6 +37,8 @@ class Decision:
     children: list[dict[str, Any]]
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+    """Seconds after which to reconcile again even if nothing changes (a pause ends, a check is due)."""
 
 
 def run_decision(previous: StatusT, desired: list[dict[str, Any]], children: dict[str, list[dict[str, Any]]], *,

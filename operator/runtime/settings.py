@@ -27,6 +27,30 @@ class KubeRayMode(StrEnum):
     """Never: multi-worker Datasets are rejected with a condition, and the operator does not watch RayJobs."""
 
 
+class TrafficRouter(StrEnum):
+    """How a Deployment's traffic is split between its revisions."""
+
+    AUTO = "auto"
+    """InferencePool when the cluster serves inference.networking.k8s.io/v1, else HTTPRoute when it serves
+    Gateway API, else replicas (looked up again every few minutes)."""
+    HTTPROUTE = "httpRoute"
+    """One HTTPRoute with weighted backendRefs to each revision's Service."""
+    INFERENCE_POOL = "inferencePool"
+    """One InferencePool (and endpoint picker) per revision, weighted in one HTTPRoute."""
+    REPLICAS = "replicas"
+    """No router: one Service over every revision's pods, split by ready pod count (approximate)."""
+
+
+class ParentRefSetting(BaseModel):
+    """A Gateway routes attach to by default (chart value gateway.parentRefs)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    name: str
+    namespace: str | None = None
+    section_name: str | None = Field(default=None, alias="sectionName")
+
+
 class OperatorSettings(BaseModel):
     """Everything the operator process is configured with. Defaults suit a developer's laptop."""
 
@@ -39,6 +63,11 @@ class OperatorSettings(BaseModel):
     trainer_image: str = "ghcr.io/llmops-dev/trainer:0.1.0"
     trainer_cuda_image: str = "ghcr.io/llmops-dev/trainer:0.1.0-cuda"
     server_image: str = "ghcr.io/llmops-dev/server:0.1.0"
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    """Image of the `vllm` server runtime."""
+
+    epp_image: str = "registry.k8s.io/gateway-api-inference-extension/epp:v1.0.0"
+    """Endpoint picker run beside each revision's InferencePool."""
     artifact_root: str = "pvc://llmops-artifacts"
 
     health_port: int = Field(default=8080, ge=0, le=65535)
@@ -54,6 +83,15 @@ class OperatorSettings(BaseModel):
     """KubeRay for multi-worker Datasets (the chart sets off unless integrations.kuberay.enabled, which grants the
     RayJob permissions). The reconcile sees it resolved: on or off."""
 
+    traffic_router: TrafficRouter = TrafficRouter.AUTO
+    """How Deployments split traffic between revisions; the reconcile sees it resolved (never auto)."""
+
+    gateway_parent_refs: tuple[ParentRefSetting, ...] = ()
+    """Gateways an HTTPRoute attaches to when a Deployment names none (LLMOPS_GATEWAY_PARENT_REFS: JSON list)."""
+
+    prometheus_url: str | None = None
+    """Prometheus HTTP API the canary analysis queries; unset: the operator scrapes the server pods itself."""
+
     leader_election: bool = True
     lease_name: str = "llmops-operator"
     lease_namespace: str = "default"
@@ -66,6 +104,15 @@ class OperatorSettings(BaseModel):
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(ns.strip() for ns in value.split(",") if ns.strip())
+        return value
+
+    @field_validator("gateway_parent_refs", mode="before")
+    @classmethod
+    def _parse_refs(cls, value: object) -> object:
+        if isinstance(value, str):
+            import json
+
+            return json.loads(value) if value.strip() else ()
         return value
 
     @property

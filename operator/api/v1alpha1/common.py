@@ -37,6 +37,17 @@ Quantity = Annotated[
 # Go-style duration ("30s", "5m", "1h30m"), as Flagger and Argo Rollouts write pauses and intervals.
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 Duration = Annotated[str, Field(min_length=2, max_length=32, pattern=DURATION_PATTERN)]
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """A Go-style duration in seconds: "1m30s" -> 90.0, "250ms" -> 0.25."""
+    import re
+
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"{duration!r} is not a duration such as 30s, 5m or 1h30m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 # Names of objects referenced in the same namespace (DNS-1123 subdomain).
 ObjectName = Annotated[

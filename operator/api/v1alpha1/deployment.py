@@ -115,8 +115,8 @@ class CanaryStrategy(ApiModel):
     steps: list[CanaryStep] = Field(min_length=1, max_length=20)
     """Traffic steps with strictly increasing weights; after the last the new revision takes all traffic."""
 
-    analysis: CanaryAnalysis | None = Field(default_factory=CanaryAnalysis)
-    """Metric checks that decide between promotion and rollback. Null: steps advance on their pauses alone."""
+    analysis: CanaryAnalysis | None = None
+    """Metric checks that decide between promotion and rollback. Unset: steps advance on their pauses alone."""
 
     scale_down_delay: Duration = "30s"
     """How long the old stable keeps running after a promotion, while post-promotion analysis continues; a
@@ -289,6 +289,9 @@ class CanaryStatus(StatusModel):
     revision: int
     """The revision rolling out."""
 
+    previous_revision: int | None = None
+    """The stable revision when this rollout began (rolled back to on failure)."""
+
     step: int = 0
     """Index of the current canary step."""
 
@@ -304,8 +307,14 @@ class CanaryStatus(StatusModel):
     started_at: datetime | None = None
     """When the rollout of this revision began (progress deadline)."""
 
+    waiting_since: datetime | None = None
+    """When the current step began waiting for the canary's pods (the progress deadline counts from here)."""
+
     step_started_at: datetime | None = None
     """When the current step reached its weight."""
+
+    paused_reason: str | None = None
+    """Why the rollout holds (AnalysisInconclusive, WaitingForEvaluation); cleared by `llmops rollout promote`."""
 
     step_passed: bool = False
     """Whether a check passed during the current step."""
