@@ -20,9 +20,18 @@ import urllib3
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from llmops.operator.api.v1alpha1 import GROUP, VERSION, Dataset, Evaluation, FineTune, PretrainJob, Resource
+from llmops.operator.api.v1alpha1 import (
+    GROUP,
+    VERSION,
+    Dataset,
+    Deployment,
+    Evaluation,
+    FineTune,
+    PretrainJob,
+    Resource,
+)
 from llmops.operator.api.v1alpha1.common import Phase
-from llmops.operator.reconcile import artifacts, dataset, evaluation, finetune, pretrainjob, rayjob
+from llmops.operator.reconcile import artifacts, dataset, deployment, evaluation, finetune, pretrainjob, rayjob
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
 from llmops.operator.reconcile.jobs import CONTAINER, job_and_pods
@@ -33,7 +42,7 @@ from llmops.operator.reconcile.workload import Decision
 
 from .kube import KubeWriter
 from .metrics import OperatorMetrics
-from .settings import KubeRayMode, OperatorSettings
+from .settings import KubeRayMode, OperatorSettings, TrafficRouter
 
 RESYNC_SECONDS = 60.0
 # The indexes lag behind our own writes by a watch round trip. For this long after a write we trust what we
@@ -77,11 +86,18 @@ class Kind:
 KINDS = (Kind(Dataset, dataset.reconcile, dataset.references),
          Kind(PretrainJob, pretrainjob.reconcile, pretrainjob.references),
          Kind(FineTune, finetune.reconcile, finetune.references),
-         Kind(Evaluation, evaluation.reconcile, evaluation.references))
+         Kind(Evaluation, evaluation.reconcile, evaluation.references),
+         Kind(Deployment, deployment.reconcile, deployment.references))
 # Child kinds, each indexed by owner. Pods are only read (a workload's results, failure causes), never written.
-OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "pods"))
+# Routes and pools are watched only while the cluster serves them (Kopf skips a kind that is not served).
+OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "pods"),
+         ("apps", "v1", "deployments"), ("gateway.networking.k8s.io", "v1", "httproutes"),
+         ("inference.networking.k8s.io", "v1", "inferencepools"))
 RAY_OWNED = ("ray.io", "v1", "rayjobs")
-WRITTEN = {"Job", "ConfigMap", "Service", rayjob.KIND}
+WRITTEN = {"Job", "ConfigMap", "Service", "Deployment", "HTTPRoute", "InferencePool", rayjob.KIND}
+# API errors a retry cannot fix (the object is invalid, or the operator may not write it): shown in a condition
+# with the server's message and retried only at the slow resync, not every two seconds.
+PERMANENT_API_ERRORS = frozenset({400, 403, 404, 422})
 
 
 def owned(settings: OperatorSettings) -> tuple[tuple[str, str, str], ...]:
@@ -108,23 +124,55 @@ class Controller:
         # Per resource: Job uid -> (when read, the Job's FailedCreate Events).
         self._job_events: dict[tuple[str, str, str], dict[str, tuple[float, list[dict[str, Any]]]]] = {}
         self._resolved: tuple[float, OperatorSettings] | None = None
+        self._metric_reads: Any = None
+        # Per resource: the pending "reconcile again later" a Decision asked for (pauses, analysis intervals).
+        self._requeues: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.indexes: dict[str, Any] | None = None
+        """Kopf's indexes as last passed to a handler (live views): what a requeued reconcile observes."""
 
     async def effective_settings(self) -> OperatorSettings:
-        """The settings the pure reconcile sees: kuberay auto resolved to on or off by discovery, kept a while."""
-        if self.settings.kuberay is not KubeRayMode.AUTO:
+        """The settings the pure reconcile sees: kuberay and the traffic router resolved by discovery (auto is
+        never seen there), kept a while."""
+        auto_ray = self.settings.kuberay is KubeRayMode.AUTO
+        auto_router = self.settings.traffic_router is TrafficRouter.AUTO
+        if not auto_ray and not auto_router:
             return self.settings
         if self._resolved is None or time.monotonic() - self._resolved[0] > DISCOVERY_SECONDS:
-            group, version, plural = RAY_OWNED
             try:
-                served = await asyncio.to_thread(self.writer.serves, f"{group}/{version}", plural)
+                update: dict[str, Any] = {}
+                if auto_ray:
+                    group, version, plural = RAY_OWNED
+                    served = await asyncio.to_thread(self.writer.serves, f"{group}/{version}", plural)
+                    update["kuberay"] = KubeRayMode.ON if served else KubeRayMode.OFF
+                if auto_router:
+                    update["traffic_router"] = await self._discover_router()
             except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
-                log.debug("discovery of %s/%s failed: %s", group, version, error)
+                log.debug("discovery failed: %s", error)
                 if self._resolved is not None:
                     return self._resolved[1]  # keep the last answer; ask again next time
-                served = False
-            mode = KubeRayMode.ON if served else KubeRayMode.OFF
-            self._resolved = (time.monotonic(), self.settings.model_copy(update={"kuberay": mode}))
+                update = {"kuberay": KubeRayMode.OFF} if auto_ray else {}
+                if auto_router:
+                    update["traffic_router"] = TrafficRouter.REPLICAS
+            self._resolved = (time.monotonic(), self.settings.model_copy(update=update))
         return self._resolved[1]
+
+    async def _discover_router(self) -> TrafficRouter:
+        """InferencePool when served (it needs HTTPRoute too), else HTTPRoute, else the replica ratio."""
+        if not await asyncio.to_thread(self.writer.serves, "gateway.networking.k8s.io/v1", "httproutes"):
+            return TrafficRouter.REPLICAS
+        if await asyncio.to_thread(self.writer.serves, "inference.networking.k8s.io/v1", "inferencepools"):
+            return TrafficRouter.INFERENCE_POOL
+        return TrafficRouter.HTTPROUTE
+
+    @property
+    def metric_reads(self) -> Any:
+        """The canary analysis' metric sources, made on first use (most operators never run a canary)."""
+        if self._metric_reads is None:
+            from .analysis_reads import MetricReads
+
+            self._metric_reads = MetricReads(self.settings.prometheus_url)
+        return self._metric_reads
 
     def stuck_jobs(self, children: dict[str, list[dict[str, Any]]], now: datetime) -> list[dict[str, Any]]:
         """Owned Jobs that should have pods by now and have none."""
@@ -178,6 +226,10 @@ class Controller:
                 await self._reconcile(kind, body, children, refs)
             except ApiException as error:
                 outcome = "retry" if error.status == 409 else "error"
+                if error.status in PERMANENT_API_ERRORS:
+                    await self._refused(kind, body, error)
+                    raise kopf.TemporaryError(f"API error {error.status}: {error.reason}",
+                                              delay=RESYNC_SECONDS) from error
                 raise kopf.TemporaryError(f"API error {error.status}: {error.reason}", delay=2) from error
             except Exception:
                 outcome = "error"
@@ -198,6 +250,9 @@ class Controller:
         release = False  # a deleting resource whose artifacts are gone: drop our finalizer at the end
         try:
             resource = kind.model.model_validate(body)
+            if kind.model is Deployment and (wanted := deployment.metrics_wanted(resource, now)) is not None:
+                refs = {**refs, deployment.METRICS_KEY: await asyncio.to_thread(
+                    self.metric_reads.read, resource, children, wanted, now)}
             if meta.get("deletionTimestamp"):
                 decision, release = artifacts.deletion(resource, body.get("status") or {}, children, settings, now)
             else:
@@ -244,6 +299,36 @@ class Controller:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             self.metrics.api_writes.labels("event").inc()
         self._count_phase(kind, body, decision.status.get("phase"))
+        self._schedule(kind, key, decision.requeue_after)
+
+    def _schedule(self, kind: Kind, key: tuple[str, str, str], delay: float | None) -> None:
+        """Reconcile `key` again after `delay` seconds (the latest request wins), as controller-runtime's
+        RequeueAfter: a pause or an analysis interval ends on time, with no polling in between."""
+        if (pending := self._requeues.pop(key, None)) is not None:
+            pending.cancel()
+        if delay is not None:
+            self._requeues[key] = asyncio.get_running_loop().call_later(delay, self._requeue_now, kind, key)
+
+    def _requeue_now(self, kind: Kind, key: tuple[str, str, str]) -> None:
+        self._requeues.pop(key, None)
+        _, namespace, name = key
+        body = _first(self.indexes[_index_id(kind)].get((namespace, name))) if self.indexes else None
+        if body is not None and self.indexes is not None:
+            task = asyncio.get_running_loop().create_task(
+                _reconcile_from_indexes(self, kind, _snapshot(body), self.indexes))
+            self._tasks.add(task)  # keep a reference until done (the loop holds tasks only weakly)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _refused(self, kind: Kind, body: dict[str, Any], error: ApiException) -> None:
+        """The API server refused a child (invalid, forbidden): say so in the Ready condition with its message."""
+        now = datetime.now(UTC)
+        status = kind.model.field_model("status").model_validate(body.get("status") or {})
+        reason = {403: "Forbidden", 404: "NotFound"}.get(error.status or 0, "Invalid")
+        message = f"the API server refused a child object (HTTP {error.status}): {(error.body or error.reason)!s}"
+        generation = body["metadata"].get("generation")
+        if set_condition(status.conditions, "Ready", False, f"Child{reason}", message, now, generation):
+            await self._write_status(kind, body, status.to_wire())
+            kopf.event(body, type="Warning", reason=f"Child{reason}", message=message[:1024])
 
     async def _write_status(self, kind: Kind, body: dict[str, Any], status: dict[str, Any]) -> None:
         patch = merge_patch(body.get("status") or {}, status)
@@ -306,6 +391,10 @@ class Controller:
         self._written_status.pop(key, None)
         self._progress.pop(key, None)
         self._job_events.pop(key, None)
+        if (pending := self._requeues.pop(key, None)) is not None:
+            pending.cancel()
+        if self._metric_reads is not None:
+            self._metric_reads.forget(meta["namespace"], meta["name"])
         self._refresh_gauge()
 
     def _count_phase(self, kind: Kind, body: dict[str, Any], phase: str | None) -> None:
@@ -380,6 +469,7 @@ async def _reconcile_from_indexes(controller: Controller, kind: Kind, body: dict
                                   indexes: dict[str, Any]) -> None:
     """Observe the resource's children and the resources it references (from the indexes), then reconcile."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    controller.indexes = indexes
     by_kind = {k.name: k for k in KINDS}
     try:
         wanted = kind.references(kind.model.model_validate(body))

@@ -1,0 +1,144 @@
+"""Deployments on the test cluster: the gate, revisions rolling out by replica ratio, and deletion.
+
+The gating Evaluation runs as the operator makes it (kwok plays its pod; the test ends it with the verdict the
+workload would write). The server pods are kwok's: they are Ready as soon as they are bound, so a rollout's steps
+move on their pauses (no analysis here; tests/integration/test_canary_analysis.py drives analysis with real servers).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.cluster.cluster import TestCluster
+from tests.integration.conftest import Kubectl, Operators, apply, exists, get, running_pod, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
+MODEL_1, MODEL_2 = "s3://models/shakespeare/run-1", "s3://models/shakespeare/run-2"
+REPLICAS_ROUTER = {"LLMOPS_TRAFFIC_ROUTER": "replicas"}
+
+
+def evaluation(model: str) -> dict[str, Any]:
+    return {"apiVersion": "llmops.dev/v1alpha1", "kind": "Evaluation", "metadata": {"name": "gate"}, "spec": {
+        "model": {"uri": model}, "tasks": [{"name": "heldout", "type": "perplexity", "uri": "s3://data/heldout.txt"}],
+        "thresholds": [{"task": "heldout", "metric": "perplexity", "max": 400}]}}
+
+
+def llm_deployment(model: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "llmops.dev/v1alpha1", "kind": "Deployment", "metadata": {"name": "chat"}, "spec": {
+        "model": {"uri": model}, "gate": {"evaluation": "gate"}, "replicas": 4, **spec}}
+
+
+STEPS = {"canary": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}]}}
+
+
+def finish_evaluation(cluster: TestCluster, namespace: str, generation: int, passed: bool) -> None:
+    """End the Evaluation's pod as llmops-evaluate would: exit 0, the verdict in its termination message."""
+    job = f"gate-eval-{generation}"
+    pod = running_pod(cluster, namespace, job)
+    cluster.finish_pod(namespace, pod, exit_code=0)
+    value = 120.0 if passed else 900.0
+    verdict = {"verdict": "Passed" if passed else "Failed", "results": [
+        {"task": "heldout", "metric": "perplexity", "value": value, "threshold": "<= 400",
+         "margin": 400 - value, "passed": passed}]}
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
+    statuses = cluster.request("GET", path)["status"]["containerStatuses"]
+    statuses[0]["state"]["terminated"]["message"] = json.dumps(verdict)
+    cluster.request("PATCH", path, {"status": {"containerStatuses": statuses}},
+                    content_type="application/strategic-merge-patch+json")
+
+
+def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    return get(kubectl, namespace, "deployment.llmops.dev/chat").get("status") or {}
+
+
+def condition(kubectl: Kubectl, namespace: str, type_: str) -> dict[str, Any]:
+    return next((c for c in status(kubectl, namespace).get("conditions", []) if c["type"] == type_), {})
+
+
+def server_replicas(kubectl: Kubectl, namespace: str) -> dict[str, int]:
+    items = get(kubectl, namespace, "deployments.apps")["items"]
+    return {d["metadata"]["name"]: d["spec"]["replicas"] for d in items}
+
+
+def serve_first_revision(cluster: TestCluster, kubectl: Kubectl, namespace: str, **spec: Any) -> None:
+    apply(kubectl, namespace, evaluation(MODEL_1), llm_deployment(MODEL_1, **spec))
+    wait_until("the gate waits", lambda: condition(kubectl, namespace, "Gated").get("reason")
+               == "WaitingForEvaluation")
+    assert not exists(kubectl, namespace, "deployment.apps/chat-r1")  # nothing serves before the verdict
+    finish_evaluation(cluster, namespace, 1, passed=True)
+    kubectl("wait", "--for=condition=Ready", "deployment.llmops.dev/chat", "-n", namespace, "--timeout=60s")
+    assert status(kubectl, namespace)["phase"] == "Available"
+
+
+def test_a_passing_model_is_served_and_a_new_revision_rolls_out_by_replica_ratio(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    operators.start("op", REPLICAS_ROUTER)
+    serve_first_revision(cluster, kubectl, namespace, **STEPS)
+    assert server_replicas(kubectl, namespace) == {"chat-r1": 4}
+    entry = get(kubectl, namespace, "service/chat")["spec"]
+    assert entry["selector"] == {"app.kubernetes.io/managed-by": "llmops-operator", "llmops.dev/kind": "Deployment",
+                                 "llmops.dev/name": "chat", "app.kubernetes.io/component": "model-server"}
+    table = kubectl("get", "llmdeploy", "chat", "-n", namespace).stdout
+    assert "Available" in table and f"http://chat.{namespace}.svc:8000/v1" in table
+
+    # A new artifact: its Evaluation runs again; until it passes, revision 1 alone serves.
+    apply(kubectl, namespace, evaluation(MODEL_2), llm_deployment(MODEL_2, **STEPS))
+    wait_until("the new revision waits for its gate", lambda: condition(kubectl, namespace, "Gated").get("reason")
+               == "WaitingForEvaluation")
+    assert server_replicas(kubectl, namespace) == {"chat-r1": 4}
+    finish_evaluation(cluster, namespace, 2, passed=True)
+
+    seen: list[dict[str, int]] = []
+
+    def promoted() -> bool:
+        now = server_replicas(kubectl, namespace)
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        return status(kubectl, namespace).get("currentRevision") == 2
+    wait_until("revision 2 promoted", promoted, timeout=60)
+    # 25% of 4 pods is 1 canary pod, 50% two; the stable gives up pods only as the canary's are ready.
+    assert {"chat-r1": 3, "chat-r2": 1} in seen and {"chat-r1": 2, "chat-r2": 2} in seen, seen
+    wait_until("revision 1 scaled down", lambda: server_replicas(kubectl, namespace) == {"chat-r2": 4}, timeout=60)
+    final = status(kubectl, namespace)
+    assert [(r["revision"], r["outcome"]) for r in final["history"]] == [(1, "Superseded"), (2, "Stable")]
+    assert final["history"][1]["metrics"] == {"heldout/perplexity": 120.0}
+    events = get(kubectl, namespace, "events")["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"].get("name") == "chat"}
+    assert {"RolloutStarted", "StepReached", "StepCompleted", "Promoted"} <= reasons
+
+
+def test_a_failed_evaluation_never_gets_traffic_and_the_stable_keeps_serving(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    operators.start("op", REPLICAS_ROUTER)
+    serve_first_revision(cluster, kubectl, namespace, **STEPS)
+    apply(kubectl, namespace, evaluation(MODEL_2), llm_deployment(MODEL_2, **STEPS))
+    wait_until("the new Evaluation runs", lambda: exists(kubectl, namespace, "job/gate-eval-2"))
+    finish_evaluation(cluster, namespace, 2, passed=False)
+    wait_until("the gate says no", lambda: condition(kubectl, namespace, "Gated").get("reason") == "EvaluationFailed")
+    assert "heldout/perplexity 900" in condition(kubectl, namespace, "Gated")["message"]
+    wait_until("Degraded", lambda: status(kubectl, namespace).get("phase") == "Degraded")
+    assert server_replicas(kubectl, namespace) == {"chat-r1": 4}  # revision 2 never had a pod
+    assert condition(kubectl, namespace, "Ready")["status"] == "True"
+
+
+def test_an_evaluation_of_another_model_does_not_open_the_gate(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    operators.start("op", REPLICAS_ROUTER)
+    apply(kubectl, namespace, evaluation(MODEL_1), llm_deployment(MODEL_2))
+    finish_evaluation(cluster, namespace, 1, passed=True)
+    wait_until("the gate refuses", lambda: condition(kubectl, namespace, "Gated").get("reason")
+               == "EvaluatedAnotherModel")
+    assert MODEL_1 in condition(kubectl, namespace, "Gated")["message"]
+    assert server_replicas(kubectl, namespace) == {}
+
+
+def test_deleting_the_deployment_removes_its_children(cluster: TestCluster, kubectl: Kubectl, namespace: str,
+                                                      operators: Operators) -> None:
+    operators.start("op", REPLICAS_ROUTER)
+    serve_first_revision(cluster, kubectl, namespace)
+    kubectl("delete", "deployment.llmops.dev/chat", "-n", namespace, "--timeout=60s")
+    wait_until("children garbage-collected", lambda: not exists(kubectl, namespace, "deployment.apps/chat-r1")
+               and not exists(kubectl, namespace, "service/chat") and not exists(kubectl, namespace, "service/chat-r1"))
