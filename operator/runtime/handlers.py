@@ -7,6 +7,7 @@ events of the children it owns, and by a slow timer as a safety net. Re-running 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -298,6 +299,11 @@ class Controller:
         for event in decision.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
             self.metrics.api_writes.labels("event").inc()
+            if kind.model is Deployment:
+                self.metrics.rollouts.labels(event.reason).inc()
+        if kind.model is Deployment:
+            weight = (decision.status.get("canary") or {}).get("weight", 0)
+            self.metrics.canary_weight.labels(meta["namespace"], meta["name"]).set(weight)
         self._count_phase(kind, body, decision.status.get("phase"))
         self._schedule(kind, key, decision.requeue_after)
 
@@ -395,6 +401,9 @@ class Controller:
             pending.cancel()
         if self._metric_reads is not None:
             self._metric_reads.forget(meta["namespace"], meta["name"])
+        if kind.model is Deployment:
+            with contextlib.suppress(KeyError):  # never reconciled by this replica
+                self.metrics.canary_weight.remove(meta["namespace"], meta["name"])
         self._refresh_gauge()
 
     def _count_phase(self, kind: Kind, body: dict[str, Any], phase: str | None) -> None:

@@ -22,5 +22,12 @@ class OperatorMetrics:
         self.api_writes = Counter(
             "llmops_api_writes_total", "Writes the operator sent to the API server, by kind of write.", ["write"],
             registry=self.registry)
+        self.rollouts = Counter(
+            "llmops_rollout_events_total", "Deployment rollout events by reason (RolloutStarted, StepCompleted, "
+            "Promoted, RolledBack, Aborted, RolloutFailed, GateFailed, AnalysisPassed, AnalysisFailed, "
+            "AnalysisInconclusive).", ["reason"], registry=self.registry)
+        self.canary_weight = Gauge(
+            "llmops_canary_weight_percent", "Percent of a Deployment's traffic on its canary revision (0: none).",
+            ["namespace", "name"], registry=self.registry)
         self.leader = Gauge(
             "llmops_leader", "1 while this replica holds the leader lease.", registry=self.registry)

@@ -1,4 +1,4 @@
-"""The lifecycle on the test cluster: Dataset -> PretrainJob -> FineTune -> Evaluation, applied at once.
+"""The lifecycle on the test cluster: Dataset -> PretrainJob -> FineTune -> Evaluation -> Deployment, applied at once.
 
 Each waits for the one before it and starts by itself; kwok plays the pods, the test ends them, and the
 Evaluation's verdict reaches its status from the pod's termination message.
@@ -12,7 +12,7 @@ import pytest
 
 from tests.cluster.cluster import TestCluster
 from tests.conftest import example
-from tests.integration.conftest import Kubectl, Operators, apply, get, phase, running_pod, wait_until
+from tests.integration.conftest import Kubectl, Operators, apply, exists, get, phase, running_pod, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
 
@@ -32,7 +32,8 @@ def finish_all(cluster: TestCluster, namespace: str, job: str, message: str | No
 def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl: Kubectl, namespace: str,
                                                    operators: Operators) -> None:
     operators.start("op")
-    apply(kubectl, namespace, *(example(kind) for kind in ("Evaluation", "FineTune", "PretrainJob", "Dataset")))
+    apply(kubectl, namespace, *(example(kind) for kind in ("Deployment", "Evaluation", "FineTune", "PretrainJob",
+                                                           "Dataset")))
 
     def waiting_for(kind: str, name: str) -> str | None:
         return (get(kubectl, namespace, f"{kind}.llmops.dev/{name}").get("status") or {}).get("waitingFor")
@@ -49,6 +50,8 @@ def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl
     config = json.loads(get(kubectl, namespace, "configmap/tiny-shakespeare-lora-eval-1")["data"]["config.json"])
     assert config["modelUri"].endswith(f"/{namespace}/finetunes/tiny-shakespeare-lora/model")
 
+    assert get(kubectl, namespace, "llmdeploy/tiny-shakespeare")["status"]["phase"] == "Waiting"
+    assert not exists(kubectl, namespace, "deployment.apps/tiny-shakespeare-r1")  # nothing served before the verdict
     verdict = {"verdict": "Passed", "results": [
         {"task": "heldout", "metric": "perplexity", "value": 123.0, "threshold": "<= 400", "margin": 277.0,
          "passed": True}]}
@@ -58,3 +61,11 @@ def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl
     status = get(kubectl, namespace, "evaluation.llmops.dev/tiny-shakespeare-lora")["status"]
     assert status["verdict"] == "Passed" and status["results"][0]["value"] == 123.0
     assert "Passed" in kubectl("get", "llmeval", "-n", namespace).stdout
+
+    # The model that passed is served: the Deployment's gate compared the artifact the Evaluation scored.
+    kubectl("wait", "--for=condition=Ready", "llmdeploy/tiny-shakespeare", "-n", namespace, "--timeout=60s")
+    served = get(kubectl, namespace, "llmdeploy/tiny-shakespeare")["status"]
+    assert served["phase"] == "Available" and served["history"][0]["modelUri"] == status["modelUri"]
+    server = get(kubectl, namespace, "deployment.apps/tiny-shakespeare-r1")
+    assert server["spec"]["replicas"] == 2 and status["modelUri"] in \
+        server["spec"]["template"]["spec"]["containers"][0]["args"][1]
