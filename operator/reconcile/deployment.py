@@ -32,7 +32,7 @@ from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
 
 from .conditions import get_condition, set_condition
 from .jobs import stuck_pod
-from .serving import gate, revisions, rollout, traffic
+from .serving import gate, online, revisions, rollout, traffic
 from .serving.rollout import Observed
 from .training import model_reference, resolve_model
 from .workload import Decision, Event
@@ -148,7 +148,8 @@ class _Rollout:
         self.routed = self.router is not TrafficRouter.REPLICAS
         self.events: list[Event] = []
         self.replicas: dict[int, int] = {}
-        self.weights: dict[int, int] = {}
+        self.jobs: list[dict[str, Any]] = []
+        """Children beyond the revisions and the route: the current step's online Evaluation."""
 
     # history
     def entry(self, revision: int) -> Revision | None:
@@ -266,8 +267,33 @@ def _rollback(run: _Rollout, state: CanaryStatus, outcome: Outcome, reason: str)
         run.replicas[state.previous_revision] = run.spec.replicas
 
 
+def _online_check(run: _Rollout, state: CanaryStatus, children: dict[str, list[dict[str, Any]]]) -> None:
+    """Run the step's online Evaluation of the canary's endpoint; a Failed verdict is a failed check (and it
+    runs again), a Passed one lets the step end."""
+    desired = online.children(run.deployment, state, run.settings)
+    check = online.result(desired, children, state, run.now)
+    if check is None:
+        state.online_evaluation = "Running"
+        run.jobs += desired
+        return
+    if check.verdict is Verdict.PASSED:
+        state.online_evaluation = "Passed"
+        run.say("Normal", "OnlineEvaluationPassed", f"revision {state.revision}: {check.message}")
+        return
+    run.say("Warning", "AnalysisFailed", f"revision {state.revision}: {check.message}")
+    if rollout.count_check(run.spec, state, check).rollback:
+        _rollback(run, state, Outcome.ROLLED_BACK, f"analysis failed {state.failed_checks} times: {check.message}")
+        return
+    state.online_attempts += 1  # the next attempt starts now
+    run.jobs += online.children(run.deployment, state, run.settings)
+
+
+def _online(spec: Any) -> bool:
+    return bool(spec.canary and spec.canary.analysis and spec.canary.analysis.online_evaluation)
+
+
 def _canary_step(run: _Rollout, state: CanaryStatus, stable: Revision | None, observed: dict[int, Observed],
-                 read: MetricsRead | None, pending: dict[str, str]) -> None:
+                 read: MetricsRead | None, pending: dict[str, str], children: dict[str, list[dict[str, Any]]]) -> None:
     """Advance a rollout in progress by one reconcile: pods, weights, checks, steps, promotion, failure."""
     spec = run.spec
     seen = observed.get(state.revision, Observed())
@@ -301,10 +327,12 @@ def _canary_step(run: _Rollout, state: CanaryStatus, stable: Revision | None, ob
         state.paused_reason = "AnalysisInconclusive"
         run.say("Warning", "AnalysisInconclusive", f"revision {state.revision}: {state.inconclusive_checks} "
                 "inconclusive checks (too little traffic?); the rollout holds until `llmops rollout promote` or abort")
-    if not (spec.paused or state.paused_reason) and rollout.step_done(spec, state, run.now):
+    online_done = not _online(spec) or state.online_evaluation == "Passed"
+    if not (spec.paused or state.paused_reason) and online_done and rollout.step_done(spec, state, run.now):
         run.say("Normal", "StepCompleted", f"revision {state.revision}: step {state.step + 1} done")
         state.step += 1
         state.step_started_at, state.step_passed = None, False
+        state.online_evaluation, state.online_attempts = None, 0
     # Pods and weights of the current step.
     promoting = stable is None or spec.canary is None or state.step >= len(spec.canary.steps)
     desired = 100 if promoting else rollout.desired_weight(spec, state.step)
@@ -338,6 +366,8 @@ def _canary_step(run: _Rollout, state: CanaryStatus, stable: Revision | None, ob
         if (interval := rollout.analysis_interval(spec)) is not None and state.next_check_at is None:
             state.next_check_at = run.now + timedelta(seconds=interval)
         run.say("Normal", "StepReached", f"revision {state.revision}: step {state.step + 1} at {desired}% of traffic")
+    if _online(spec) and state.online_evaluation != "Passed":
+        _online_check(run, state, children)
 
 
 def _weights(run: _Rollout, stable: Revision | None) -> dict[int, int]:
@@ -461,7 +491,7 @@ def reconcile(deployment: Deployment, children: dict[str, list[dict[str, Any]]],
                 state = status.canary
     read = refs.get(METRICS_KEY)
     if state is not None:
-        _canary_step(run, state, stable, observed, read, pending)
+        _canary_step(run, state, stable, observed, read, pending, children)
     stable = run.stable()
     if stable is not None and stable.revision not in run.replicas:
         run.replicas[stable.revision] = spec.replicas
@@ -487,6 +517,7 @@ def reconcile(deployment: Deployment, children: dict[str, list[dict[str, Any]]],
             continue
         spec_ = revisions.RevisionSpec(entry.revision, entry.digest, entry.model_uri, entry.image)
         children_out += revisions.revision_children(deployment, spec_, pods, settings)
+    children_out += run.jobs
     weights = _weights(run, stable)
     children_out += traffic.entry_children(deployment, stable.revision if stable else None,
                                            {r: w for r, w in weights.items() if r in by_number}, run.router, settings)

@@ -7,6 +7,7 @@ Deployment with as many ready pods as the test allows, and moves the clock.
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +51,8 @@ class World:
         self.decision: Decision | None = None
         self.said: list[str] = []
         """Reasons of every Event so far."""
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        """Jobs the test has finished, by name: the verdict their pod wrote."""
 
     def ship(self, uri: str, verdict: str = "Passed") -> None:
         """The FineTune produced a new artifact and its Evaluation scored it."""
@@ -69,6 +72,11 @@ class World:
             if child["kind"] == "Deployment" and (revision := deployment._revision_of(child)) is not None:
                 replicas = child["spec"]["replicas"]
                 stored["status"] = {"readyReplicas": 0 if revision in self.unready else replicas}
+            if child["kind"] == "Job" and (verdict := self.verdicts.get(child["metadata"]["name"])) is not None:
+                stored["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+                out.setdefault("Pod", []).append({"metadata": {"name": "p", "labels": {
+                    "job-name": child["metadata"]["name"]}}, "status": {"containerStatuses": [{"state": {
+                        "terminated": {"exitCode": 0, "message": json.dumps(verdict)}}}]}})
             out.setdefault(child["kind"], []).append(stored)
         return out
 
@@ -315,3 +323,51 @@ def test_a_pause_asks_to_be_called_again_when_it_ends() -> None:
     world.ship(URI_2)
     world.settle()
     assert world.decision is not None and world.decision.requeue_after == 120
+
+
+ONLINE = {"canary": {"steps": [{"weight": 50, "pause": "1m"}], "analysis": {"onlineEvaluation": {
+    "tasks": [{"name": "qa", "type": "exactMatch", "uri": "s3://data/qa.jsonl"}],
+    "thresholds": [{"task": "qa", "metric": "exact_match", "min": 0.5}]}}}}
+
+
+def online_verdict(passed: bool) -> dict[str, Any]:
+    return {"verdict": "Passed" if passed else "Failed", "results": [
+        {"task": "qa", "metric": "exact_match", "value": 0.8 if passed else 0.1, "threshold": ">= 0.5",
+         "passed": passed}]}
+
+
+class TestOnlineEvaluation:
+    def test_each_step_scores_the_canarys_live_endpoint_and_a_failed_verdict_is_a_failed_check(self) -> None:
+        world = serving(World(ONLINE))
+        world.ship(URI_2)
+        world.settle()
+        (job,) = [c for c in world.applied if c["kind"] == "Job"]
+        assert job["metadata"]["name"] == "tiny-shakespeare-r2-oe0-0-1"
+        (config_map,) = [c for c in world.applied if c["kind"] == "ConfigMap" and c["metadata"]["name"] ==
+                         "tiny-shakespeare-r2-oe0-0-1"]
+        config = json.loads(config_map["data"]["config.json"])
+        endpoint = config["endpoint"]
+        assert (endpoint["url"], endpoint["model"]) == ("http://tiny-shakespeare-r2.team.svc:8000/v1",
+                                                        "tiny-shakespeare")
+        assert "modelUri" not in config and job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+            "llmops-evaluate"]
+        world.verdicts[job["metadata"]["name"]] = online_verdict(passed=False)
+        status = world.reconcile()
+        assert status["canary"]["failedChecks"] == 1 and status["canary"]["onlineAttempts"] == 1
+        assert "qa/exact_match 0.1 (needs >= 0.5)" in world.decision.events[-1].message  # type: ignore[union-attr]
+        (again,) = [c for c in world.applied if c["kind"] == "Job"]  # it runs again
+        assert again["metadata"]["name"] == "tiny-shakespeare-r2-oe0-1-1"
+        world.verdicts[again["metadata"]["name"]] = online_verdict(passed=True)
+        world.reconcile()
+        assert world.status is not None and world.status["canary"]["onlineEvaluation"] == "Passed"
+        assert not [c for c in world.applied if c["kind"] == "Job"]  # done: its Job goes
+
+    def test_failure_limit_online_failures_roll_back(self) -> None:
+        world = serving(World(ONLINE))
+        world.ship(URI_2)
+        world.settle()
+        for _ in range(2):  # failureLimit defaults to 2
+            (job,) = [c for c in world.applied if c["kind"] == "Job"]
+            world.verdicts[job["metadata"]["name"]] = online_verdict(passed=False)
+            world.reconcile()
+        assert world.outcomes()[2] == "RolledBack" and world.replicas()[2] == 0

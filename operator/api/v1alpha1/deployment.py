@@ -70,6 +70,19 @@ class OnlineEvaluation(ApiModel):
     thresholds: list[Threshold] = Field(default_factory=list, max_length=64)
     """Pass conditions."""
 
+    cel_rules = (
+        Rule(
+            "self.tasks.all(t, has(t.uri))",
+            "online evaluation tasks read their data from uri (a Dataset's split is not resolved for them)",
+            field_path=".tasks",
+        ),
+        Rule(
+            "self.thresholds.all(t, self.tasks.exists(k, k.name == t.task))",
+            "every thresholds[].task must name one of tasks[].name",
+            field_path=".thresholds",
+        ),
+    )
+
 
 class CanaryAnalysis(ApiModel):
     """Checks of the canary's (and the stable's) live metrics at every interval.
@@ -327,6 +340,12 @@ class CanaryStatus(StatusModel):
 
     inconclusive_checks: int = 0
     """Inconclusive checks so far in this rollout."""
+
+    online_evaluation: str | None = None
+    """The current step's online Evaluation: Running, Passed or Failed."""
+
+    online_attempts: int = 0
+    """Online Evaluations run in the current step (a Failed one counts as a failed check and runs again)."""
 
     promoted_at: datetime | None = None
     """Set once promoted: the old stable scales down scaleDownDelay later."""
