@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("model", help="Hugging Face-format model directory or fsspec URI")
     _add_serve_options(serve)
     serve.set_defaults(func=_serve)
+
+    from .rollout_cli import add_parser as add_rollout_parser
+
+    add_rollout_parser(commands)  # llmops rollout status|promote|abort|retry|undo
     return parser
 
 
