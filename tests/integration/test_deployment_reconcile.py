@@ -8,12 +8,13 @@ move on their pauses (no analysis here; tests/integration/test_canary_analysis.p
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import pytest
 
 from tests.cluster.cluster import TestCluster
-from tests.integration.conftest import Kubectl, Operators, apply, exists, get, running_pod, wait_until
+from tests.integration.conftest import BIN, Kubectl, Operators, apply, exists, get, running_pod, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
 MODEL_1, MODEL_2 = "s3://models/shakespeare/run-1", "s3://models/shakespeare/run-2"
@@ -142,3 +143,47 @@ def test_deleting_the_deployment_removes_its_children(cluster: TestCluster, kube
     kubectl("delete", "deployment.llmops.dev/chat", "-n", namespace, "--timeout=60s")
     wait_until("children garbage-collected", lambda: not exists(kubectl, namespace, "deployment.apps/chat-r1")
                and not exists(kubectl, namespace, "service/chat") and not exists(kubectl, namespace, "service/chat-r1"))
+
+
+LONG_STEPS = {"canary": {"steps": [{"weight": 25, "pause": "1h"}, {"weight": 50, "pause": "1h"}]}}
+
+
+def rollout(cluster: TestCluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(BIN / "llmops"), "rollout", *args, "-n", namespace,
+                             "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_pause_promote_abort_and_undo_from_the_cli(cluster: TestCluster, kubectl: Kubectl, namespace: str,
+                                                  operators: Operators) -> None:
+    operators.start("op", REPLICAS_ROUTER)
+    serve_first_revision(cluster, kubectl, namespace, **LONG_STEPS)
+    generation = get(kubectl, namespace, "deployment.llmops.dev/chat")["metadata"]["generation"]
+
+    # spec.paused holds a rollout at its step; promote skips the remaining steps (and the hour-long pauses).
+    apply(kubectl, namespace, evaluation(MODEL_2), llm_deployment(MODEL_2, paused=True, **LONG_STEPS))
+    finish_evaluation(cluster, namespace, 2, passed=True)
+    wait_until("the canary at step 1", lambda: (status(kubectl, namespace).get("canary") or {}).get("weight") == 25)
+    assert condition(kubectl, namespace, "Progressing")["reason"] == "Paused"
+    assert "step 1" in rollout(cluster, namespace, "status", "chat").stdout.lower()
+    rollout(cluster, namespace, "promote", "chat")
+    wait_until("revision 2 promoted", lambda: status(kubectl, namespace).get("currentRevision") == 2)
+
+    # undo: revision 1 rolls out again (its recorded verdict reused) and serves until the spec changes.
+    rollout(cluster, namespace, "undo", "chat", "--to-revision", "1")
+    wait_until("revision 1 canary", lambda: (status(kubectl, namespace).get("canary") or {}).get("revision") == 1)
+    assert condition(kubectl, namespace, "Gated")["reason"] == "VerdictReused"
+    rollout(cluster, namespace, "promote", "chat")
+    wait_until("revision 1 serves again", lambda: status(kubectl, namespace).get("currentRevision") == 1)
+
+    # abort: the canary's traffic goes at once and it is not retried at this spec.
+    rollout(cluster, namespace, "undo", "chat", "--to-revision", "2")
+    wait_until("revision 2 canary", lambda: (status(kubectl, namespace).get("canary") or {}).get("revision") == 2)
+    rollout(cluster, namespace, "abort", "chat")
+    wait_until("aborted", lambda: status(kubectl, namespace).get("phase") == "Degraded")
+    assert {r["revision"]: r["outcome"] for r in status(kubectl, namespace)["history"]}[2] == "Aborted"
+    wait_until("the canary's pods gone", lambda: server_replicas(kubectl, namespace) == {"chat-r1": 4})
+    # Nothing the CLI did touched the spec: GitOps sees no drift.
+    final = get(kubectl, namespace, "deployment.llmops.dev/chat")
+    assert final["metadata"]["generation"] == generation + 1 and final["spec"]["paused"] is True
