@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -187,3 +188,17 @@ def test_pause_promote_abort_and_undo_from_the_cli(cluster: TestCluster, kubectl
     # Nothing the CLI did touched the spec: GitOps sees no drift.
     final = get(kubectl, namespace, "deployment.llmops.dev/chat")
     assert final["metadata"]["generation"] == generation + 1 and final["spec"]["paused"] is True
+
+
+def test_a_child_the_api_server_refuses_is_a_condition_with_its_message_not_a_hot_retry(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    replica = operators.start("op", REPLICAS_ROUTER)
+    apply(kubectl, namespace, evaluation(MODEL_1),
+          llm_deployment(MODEL_1, placement={"nodeSelector": {"not a label key!": "x"}}))
+    finish_evaluation(cluster, namespace, 1, passed=True)
+    wait_until("the refusal shown", lambda: condition(kubectl, namespace, "Ready").get("reason") == "ChildInvalid")
+    message = condition(kubectl, namespace, "Ready")["message"]
+    assert "HTTP 422" in message and "nodeSelector" in message
+    before = replica.metric('llmops_reconcile_total{kind="Deployment",outcome="error"}')
+    time.sleep(6)  # a hot retry would be every 2 s
+    assert replica.metric('llmops_reconcile_total{kind="Deployment",outcome="error"}') - before <= 1
