@@ -1,5 +1,8 @@
 """Evaluation: wait for the model (and baseline, and task datasets), run one scoring pod, read the verdict.
 
+A model given as an endpoint is not waited for: the pod scores it over HTTP, with the API key (if any) from
+its Secret in the container's environment, never in the config.
+
 The workload writes its verdict and results as JSON to the pod's termination message, so the operator
 learns them from the pod status, with no access to the artifact store.
 """
@@ -14,7 +17,7 @@ from pydantic import ValidationError
 
 from llmops.operator.api.v1alpha1 import Evaluation
 from llmops.operator.api.v1alpha1.common import Phase
-from llmops.operator.api.v1alpha1.evaluation import EvaluationStatus, MetricResult, Verdict
+from llmops.operator.api.v1alpha1.evaluation import EvaluationStatus, MetricResult, ModelEndpoint, Verdict
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
 
@@ -26,6 +29,8 @@ from .training import default_output, model_reference, resolve_model, single_pod
 from .workload import Decision, Event, run_decision, waiting
 
 ENTRYPOINT = "llmops-evaluate"
+API_KEY_ENV = "LLMOPS_ENDPOINT_API_KEY"
+"""The container variable the endpoint's API key reaches the workload in (from spec.model.endpoint's Secret)."""
 
 
 def references(evaluation: Evaluation) -> list[tuple[str, str]]:
@@ -58,8 +63,9 @@ def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]],
     if spec.baseline and spec.baseline.deployment:
         raise NotImplementedError("baseline.deployment is not built yet: name the baseline's pretrainJob, fineTune "
                                   "or uri")
+    endpoint = spec.model.endpoint
     model = resolve_model(spec.model, refs)
-    if not model.ready:
+    if not endpoint and not model.ready:
         what = " ".join(model_reference(spec.model) or ("model", ""))
         return waiting(previous, generation, now, what, model.message, failed=model.failed)
     baseline_uri = None
@@ -81,21 +87,39 @@ def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]],
         settings_only = task.model_dump(exclude={"dataset", "uri"})
         tasks.append({**settings_only, "data_uri": local_path(data_uri) if data_uri else None})
     output = spec.output.uri or default_output(evaluation, settings)
+    scored = ({"endpoint": endpoint_config(endpoint)} if endpoint
+              else {"model_uri": local_path(model.artifact_uri or "")})
     config = EvalJobConfig.model_validate({
-        "model_uri": local_path(model.artifact_uri or ""), "baseline_uri": local_path(baseline_uri) if baseline_uri
-        else None, "tasks": tasks, "thresholds": [t.model_dump() for t in spec.thresholds], "seed": spec.seed,
-        "batch_size": spec.batch_size, "output_uri": local_path(output), "name": evaluation.metadata.name})
+        **scored, "baseline_uri": local_path(baseline_uri) if baseline_uri else None, "tasks": tasks,
+        "thresholds": [t.model_dump() for t in spec.thresholds], "seed": spec.seed, "batch_size": spec.batch_size,
+        "output_uri": local_path(output), "name": evaluation.metadata.name})
     desired = single_pod_children(
         evaluation, "eval", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
         backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, *inputs), settings=settings)
+    if endpoint and endpoint.api_key_secret:
+        _add_secret_env(desired[-1], API_KEY_ENV, endpoint.api_key_secret.name, endpoint.api_key_secret.key)
     status, events = run_decision(previous, desired, children, generation=generation,
                                   artifact_uri=f"{output}/results.json", now=now)
-    status.model_uri = model.artifact_uri  # what a Deployment's gate compares with the model it serves
+    # What a Deployment's gate compares with the model it serves.
+    status.model_uri = endpoint.url if endpoint else model.artifact_uri
     job_name = desired[-1]["metadata"]["name"]
     _, pods = job_and_pods(children, job_name)
     if status.phase is Phase.SUCCEEDED:
         events += _apply_verdict(status, verdict_from_pods(pods), generation, now, previous.verdict)
     return Decision(children=desired, status=status.to_wire(), events=events)
+
+
+def endpoint_config(endpoint: ModelEndpoint) -> dict[str, Any]:
+    """The workload's `endpoint` config for a spec's endpoint: the key by the variable that carries it."""
+    return {**endpoint.model_dump(exclude={"api_key_secret"}),
+            "api_key_env": API_KEY_ENV if endpoint.api_key_secret else None}
+
+
+def _add_secret_env(job: dict[str, Any], name: str, secret: str, key: str) -> None:
+    """Give the Job's container the variable `name` from a Secret's key (the value never enters the spec)."""
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    container["env"] = [*container.get("env", []), {"name": name, "valueFrom": {"secretKeyRef": {
+        "name": secret, "key": key}}}]
 
 
 def _apply_verdict(status: EvaluationStatus, document: dict[str, Any] | None, generation: int | None,

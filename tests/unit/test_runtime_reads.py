@@ -12,7 +12,7 @@ from kubernetes.client import ApiException
 from llmops.operator.runtime import handlers
 from llmops.operator.runtime.handlers import RAY_OWNED, Controller, owned
 from llmops.operator.runtime.metrics import OperatorMetrics
-from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
+from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings, TrafficRouter
 
 OWNER = ("Dataset", "team", "corpus")
 QUOTA_EVENT = {"reason": "FailedCreate", "message": "Error creating: pods \"p\" is forbidden: exceeded quota: q",
@@ -22,8 +22,11 @@ QUOTA_EVENT = {"reason": "FailedCreate", "message": "Error creating: pods \"p\" 
 class FakeReads:
     """Stands in for KubeWriter's reads; counts them."""
 
-    def __init__(self, served: bool | Exception = True):
+    def __init__(self, served: bool | Exception = True, routes: frozenset[tuple[str, str]] = frozenset()):
         self.served, self.event_reads, self.discoveries = served, 0, 0
+        self.routes = routes
+        """The traffic-router APIs (group/version, plural) the cluster serves."""
+        self.asked: list[tuple[str, str]] = []
 
     def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
         self.event_reads += 1
@@ -31,8 +34,10 @@ class FakeReads:
         return [QUOTA_EVENT]
 
     def serves(self, api_version: str, plural: str) -> bool:
+        self.asked.append((api_version, plural))
+        if (api_version, plural) != ("ray.io/v1", "rayjobs"):
+            return (api_version, plural) in self.routes
         self.discoveries += 1
-        assert (api_version, plural) == ("ray.io/v1", "rayjobs")
         if isinstance(self.served, Exception):
             raise self.served
         return self.served
@@ -44,8 +49,10 @@ def job(age_seconds: float) -> dict[str, Any]:
             "spec": {}, "status": {}}
 
 
-def controller(reads: FakeReads, kuberay: KubeRayMode = KubeRayMode.AUTO) -> Controller:
-    return Controller(OperatorSettings(kuberay=kuberay), reads, OperatorMetrics())  # type: ignore[arg-type]
+def controller(reads: FakeReads, kuberay: KubeRayMode = KubeRayMode.AUTO,
+               router: TrafficRouter = TrafficRouter.REPLICAS) -> Controller:
+    settings = OperatorSettings(kuberay=kuberay, traffic_router=router)
+    return Controller(settings, reads, OperatorMetrics())  # type: ignore[arg-type]
 
 
 class TestJobEvents:
@@ -101,3 +108,25 @@ class TestKubeRayDiscovery:
     def test_rayjobs_are_watched_only_where_they_may_be_used(self) -> None:
         assert RAY_OWNED not in owned(OperatorSettings(kuberay=KubeRayMode.OFF))
         assert RAY_OWNED in owned(OperatorSettings(kuberay=KubeRayMode.AUTO))
+
+
+HTTPROUTES = ("gateway.networking.k8s.io/v1", "httproutes")
+POOLS = ("inference.networking.k8s.io/v1", "inferencepools")
+
+
+class TestTrafficRouterDiscovery:
+    @pytest.mark.parametrize(("served", "want"), [
+        (frozenset(), TrafficRouter.REPLICAS),
+        (frozenset({HTTPROUTES}), TrafficRouter.HTTPROUTE),
+        (frozenset({HTTPROUTES, POOLS}), TrafficRouter.INFERENCE_POOL),
+        (frozenset({POOLS}), TrafficRouter.REPLICAS),  # a pool needs a route in front of it
+    ], ids=["none", "gateway-api", "inference-extension", "pools-without-routes"])
+    def test_auto_picks_the_best_router_the_cluster_serves(self, served: frozenset[tuple[str, str]],
+                                                           want: TrafficRouter) -> None:
+        control = controller(FakeReads(routes=served), KubeRayMode.OFF, TrafficRouter.AUTO)
+        assert asyncio.run(control.effective_settings()).traffic_router is want
+
+    def test_a_chosen_router_asks_nobody(self) -> None:
+        reads = FakeReads(routes=frozenset({HTTPROUTES}))
+        settings = asyncio.run(controller(reads, KubeRayMode.OFF, TrafficRouter.REPLICAS).effective_settings())
+        assert settings.traffic_router is TrafficRouter.REPLICAS and reads.asked == []

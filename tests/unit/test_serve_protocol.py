@@ -66,8 +66,10 @@ def test_text_that_may_begin_a_stop_string_is_held_back_until_it_cannot(tokenize
     ({"model": "m"}, "prompt"),
     ({"model": "m", "prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"model": "m", "prompt": "x", "stream": "yes"}, "stream"),
-    ({"model": "m", "prompt": "x", "logprobs": 3}, None),
-    ({"model": "m", "prompt": "x", "frequency_penalty": 0.5}, None),
+    ({"model": "m", "prompt": "x", "logprobs": 6}, "logprobs"),  # OpenAI's legacy limit is 5
+    ({"model": "m", "prompt": "x", "logprobs": True}, "logprobs"),  # the chat API's boolean
+    ({"model": "m", "prompt": "x", "echo": True, "logprobs": 1, "stream": True}, "stream"),
+    ({"model": "m", "prompt": "x", "frequency_penalty": 0.5}, "frequency_penalty"),
 ])
 def test_completion_requests_are_checked_strictly(body: dict, param: str | None) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -83,6 +85,18 @@ def test_neutral_values_of_unsupported_options_and_unknown_fields_pass() -> None
                                                 "frequency_penalty": 0, "best_of": 1, "whatever": 1})
     assert request.prompts() == [[1, 2]] and request.max_tokens == 16
     assert CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"], "stop": "x"}).stops == ["x"]
+
+
+def test_echo_with_max_tokens_0_scores_the_prompt_and_chat_refuses_echo_and_logprobs() -> None:
+    request = CompletionRequest.model_validate({"model": "m", "prompt": "x", "echo": True, "max_tokens": 0,
+                                                "logprobs": 5})
+    assert (request.echo, request.max_tokens, request.logprobs) == (True, 0, 5)
+    for extra in ({"echo": True}, {"logprobs": True}, {"top_logprobs": 2}):
+        with pytest.raises(ValidationError) as caught:
+            ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
+        error = validation_error(caught.value)
+        assert error.status == 400 and error.param == next(iter(extra))
+        assert "/v1/completions" in error.message
 
 
 def test_chat_messages_take_text_parts_and_max_completion_tokens() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import ApiModel, Rule, StatusModel
 from .types import Name
@@ -17,6 +17,21 @@ class TaskType(StrEnum):
     CLASSIFICATION = "classification"
     WIN_RATE = "winRate"
     LM_EVAL = "lmEval"
+
+
+ENDPOINT_TASKS = (TaskType.PERPLEXITY, TaskType.MULTIPLE_CHOICE, TaskType.EXACT_MATCH)
+"""Task types an endpoint can be scored on: they need only log-probabilities of text (echo + logprobs) and
+greedy generations. Classification needs the model's classification head, winRate a baseline model loaded
+from its weights, lmEval the model in-process."""
+
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def api_base_url(url: str) -> str:
+    """The OpenAI API root of a server: `http://host:8000`, `http://host:8000/` and `http://host:8000/v1`
+    all mean `http://host:8000/v1`, where the routes (/completions, /models) hang."""
+    url = url.rstrip("/")
+    return url if url.endswith("/v1") else f"{url}/v1"
 
 
 class Metric(StrEnum):
@@ -122,11 +137,57 @@ class TaskRun(TaskSettings):
     """Text/JSONL file or directory for the task; for perplexity also a Dataset output directory."""
 
 
+class EndpointTarget(ApiModel):
+    """A live OpenAI-compatible server to score over HTTP instead of loading weights (llmops-serve, vLLM).
+
+    Log-likelihoods come from `/v1/completions` with `echo: true, logprobs: 1, max_tokens: 0`; the server's
+    tokenizer stays unknown, so a continuation's tokens are found by their character offsets."""
+
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    """Base URL of the API, e.g. http://canary.team.svc:8000/v1 (a URL without the /v1 gets it)."""
+
+    model: str = Field(min_length=1, max_length=256)
+    """Served model name that requests carry (what the server's /v1/models lists)."""
+
+    document_prefix: str = Field(default="", max_length=256)
+    """Text sent before each perplexity document so that its first token is scored too: the model's
+    end-of-text token spelled out, e.g. `<|endoftext|>` for models trained by llmops (the local scorer
+    scores after that token). Empty: a document's first token is scored only if the server puts a start
+    token before it itself (vLLM does for Llama tokenizers)."""
+
+    @field_validator("url")
+    @classmethod
+    def _api_root(cls, url: str) -> str:
+        return api_base_url(url)
+
+
+class EndpointConfig(EndpointTarget):
+    """The endpoint as the evaluation workload reads it: where, which model, and how to talk to it."""
+
+    api_key_env: str | None = Field(default=None, max_length=256, pattern=ENV_VAR_PATTERN)
+    """Environment variable holding the API key, sent as `Authorization: Bearer <key>`. Unset: no key."""
+
+    timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    """Longest wait for one response; a request that times out is retried like a 5xx."""
+
+    concurrency: int = Field(default=4, ge=1, le=256)
+    """Requests in flight at once (a server over its limit answers 429, which is retried after a pause)."""
+
+    context_length: int | None = Field(default=None, ge=8, le=1 << 24)
+    """Longest prompt the server accepts, in tokens; perplexity windows are sized by it. Unset: what
+    /v1/models reports (llmops-serve's `max_prompt_tokens`, else vLLM's `max_model_len`); without either, each
+    document is sent whole."""
+
+
 class EvalJobConfig(EvalRunConfig):
     """What the evaluation workload reads from its config file."""
 
-    model_uri: str = Field(min_length=1)
-    """Hugging Face-format model directory under evaluation (a local path)."""
+    model_uri: str | None = Field(default=None, min_length=1)
+    """Hugging Face-format model directory under evaluation (a local path). Or set `endpoint`."""
+
+    endpoint: EndpointConfig | None = None
+    """A live server to evaluate over HTTP instead of a model directory (task types perplexity,
+    multipleChoice and exactMatch)."""
 
     baseline_uri: str | None = Field(default=None, min_length=1)
     """Model to compare with (relativeTo baseline thresholds, winRate)."""
@@ -142,6 +203,19 @@ class EvalJobConfig(EvalRunConfig):
 
     name: str = Field(default="evaluation", min_length=1, max_length=253)
     """Name of the Evaluation (in the report and the model card)."""
+
+    cel_rules = (
+        Rule(
+            "has(self.modelUri) != has(self.endpoint)",
+            "set exactly one of modelUri (a model directory to load) or endpoint (a server to score over HTTP)",
+        ),
+        Rule(
+            "!has(self.endpoint) || !has(self.baselineUri)",
+            "baselineUri is scored from its weights, which an evaluation of an endpoint does not load: compare "
+            "an endpoint with absolute thresholds (min or max)",
+            field_path=".baselineUri",
+        ),
+    )
 
 
 class MetricResult(StatusModel):

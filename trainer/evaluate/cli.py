@@ -1,6 +1,9 @@
 """`llmops-evaluate --config FILE`: score a model and write results.json with the verdict.
 
-A Failed verdict is a result, not an error: the process exits 0 and the operator reads the verdict.
+A Failed verdict is a result, not an error: the process exits 0 and the operator reads the verdict. A spec
+that cannot work (bad data, an unloadable model, a task an endpoint cannot score, an endpoint that refuses
+the model name or key) exits 78, which the Job does not retry; an endpoint still unreachable after the
+retries exits 1, which it does.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from llmops.trainer.config.evaluate import EvalJobConfig
 from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.data.progress import Progress
 
+from .endpoint import EndpointError, UnsupportedTask
 from .run import ModelLoadError, evaluate
 from .tasks import TaskDataError
+
+UNAVAILABLE = 1
+"""The endpoint stayed unreachable or overloaded: any exit code but the do-not-retry ones lets the Job retry."""
 
 
 def report_to_operator(document: dict[str, Any]) -> None:
@@ -38,7 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         document = evaluate(load_config(EvalJobConfig, args.config), Progress())
-    except (OSError, ConfigFileError, TaskDataError, ModelLoadError, NotImplementedError) as error:
+    except EndpointError as error:
+        return termination.fail("llmops-evaluate", str(error),
+                                exit_codes.CONFIG_ERROR if error.permanent else UNAVAILABLE)
+    except (OSError, ConfigFileError, TaskDataError, ModelLoadError, NotImplementedError, UnsupportedTask) as error:
         return termination.fail("llmops-evaluate", str(error), exit_codes.CONFIG_ERROR)
     report_to_operator(document)
     print(f"llmops-evaluate: {document['verdict']}", file=sys.stderr)

@@ -1,12 +1,20 @@
-"""Run an evaluation: score every task, apply the thresholds, write results.json and the model card."""
+"""Run an evaluation: score every task, apply the thresholds, write results.json and the model card.
+
+The model is a `Scorer`: loaded here from its directory (`LocalModel`), or a live server scored over HTTP
+(`endpoint.EndpointModel`). Both answer the same three questions (rolling log-likelihoods of documents,
+log-likelihoods of continuations, greedy generations), and every metric is computed from those answers by
+the same code, so the two agree wherever the answers do.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -15,6 +23,7 @@ from llmops.trainer.config.evaluate import EvalJobConfig, Metric, TaskRun, TaskT
 from llmops.trainer.data.progress import Progress
 
 from . import scoring, tasks
+from .endpoint import EndpointModel, UnsupportedTask, check_tasks
 from .verdict import verdict
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -54,38 +63,94 @@ def _fewshot(rows: list[dict[str, Any]], index: int, shots: int, seed: int) -> s
     return "".join(f"{_prompt(r)} {r['choices'][r.get('answer', r.get('gold'))]}\n\n" for r in picked)
 
 
-@torch.no_grad()
-def _generate(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> str:
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
-    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-    return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+class Scorer(Protocol):
+    """What the metrics ask of a model under evaluation."""
+
+    def rolling(self, docs: list[str], stride: int | None) -> list[tuple[float, int]]:
+        """(sum of log p over the document's tokens, tokens scored) per document, in sliding windows of the
+        model's context advancing by `stride` tokens (unset: half the context)."""
+        ...
+
+    def loglikelihoods(self, requests: list[tuple[str, str]]) -> list[float]:
+        """log p(continuation | context) per (context, continuation)."""
+        ...
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        """Greedy completion of each prompt (at least its first line)."""
+        ...
+
+
+@dataclass
+class LocalModel:
+    """A model loaded in this process: the reference the other scorers are checked against."""
+
+    model: Any
+    tokenizer: Any
+
+    def rolling(self, docs: list[str], stride: int | None) -> list[tuple[float, int]]:
+        context = int(getattr(self.model.config, "max_position_embeddings", 512))
+        stride = stride or max(1, context // 2)
+        prefix = self.tokenizer.eos_token_id
+        return [scoring.rolling_loglikelihood(self.model, self.tokenizer(doc, add_special_tokens=False)["input_ids"],
+                                              prefix, context, stride) for doc in docs]
+
+    def loglikelihoods(self, requests: list[tuple[str, str]]) -> list[float]:
+        out: list[float] = []
+        # The continuations of one context (a question's choices) go through the model as one batch.
+        for context, group in itertools.groupby(requests, key=lambda r: r[0]):
+            context_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+            continuations = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in group]
+            out += scoring.continuation_loglikelihoods(self.model, context_ids, continuations)
+        return out
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        tokenizer, out = self.tokenizer, []
+        for prompt in prompts:
+            ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+            generated = self.model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+            out.append(tokenizer.decode(generated[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+        return out
 
 
 def score_task(task: TaskRun, model: Any, tokenizer: Any, baseline: tuple[Any, Any] | None,
                seed: int) -> tuple[dict[str, float], dict[str, float], list[str], int]:
+    """(metrics, baseline metrics, skipped rows, examples scored) for one task of a loaded model."""
+    return score_with(task, LocalModel(model, tokenizer), LocalModel(*baseline) if baseline else None, seed)
+
+
+def _local(scorer: Scorer, task: TaskRun) -> LocalModel:
+    if not isinstance(scorer, LocalModel):  # check_tasks refuses these first; this guards other callers
+        raise UnsupportedTask(f"task {task.name!r}: type {task.type.value} needs the model loaded from modelUri")
+    return scorer
+
+
+def score_with(task: TaskRun, model: Scorer, baseline: Scorer | None,
+               seed: int) -> tuple[dict[str, float], dict[str, float], list[str], int]:
     """(metrics, baseline metrics, skipped rows, examples scored) for one task."""
     if task.type is TaskType.LM_EVAL:
-        return lm_eval_task(task, model, tokenizer, seed), {}, [], task.limit or 0
+        local = _local(model, task)
+        return lm_eval_task(task, local.model, local.tokenizer, seed), {}, [], task.limit or 0
     if task.data_uri is None:
         raise tasks.TaskDataError(f"task {task.name!r}: no data")
     if task.type is TaskType.PERPLEXITY:
         docs = tasks.texts(task.name, task.data_uri, task.limit)
-        values = _perplexity(model, tokenizer, docs, task)
-        base = _perplexity(*baseline, docs, task) if baseline else {}
+        values = _perplexity(model, docs, task)
+        base = _perplexity(baseline, docs, task) if baseline else {}
         return values, base, [], len(docs)
     if task.type is TaskType.MULTIPLE_CHOICE:
         data = tasks.read_rows(task.name, task.data_uri, tasks.multiple_choice_problem, task.limit)
-        values = _multiple_choice(model, tokenizer, data.rows, task, seed)
-        base = _multiple_choice(*baseline, data.rows, task, seed) if baseline else {}
+        values = _multiple_choice(model, data.rows, task, seed)
+        base = _multiple_choice(baseline, data.rows, task, seed) if baseline else {}
         return values, base, data.skipped, len(data.rows)
     if task.type in (TaskType.EXACT_MATCH, TaskType.WIN_RATE):
         data = tasks.read_rows(task.name, task.data_uri, tasks.exact_match_problem, task.limit)
-        ours = _answers(model, tokenizer, data.rows, task)
+        ours = _answers(model, data.rows, task)
         values = _exact_match(ours, data.rows)
         base: dict[str, float] = {}
         if baseline:
-            theirs = _answers(*baseline, data.rows, task)
+            theirs = _answers(baseline, data.rows, task)
             base = _exact_match(theirs, data.rows)
             if task.type is TaskType.WIN_RATE:
                 values["win_rate"] = _win_rate(ours, theirs, data.rows)
@@ -93,7 +158,8 @@ def score_task(task: TaskRun, model: Any, tokenizer: Any, baseline: tuple[Any, A
             raise tasks.TaskDataError(f"task {task.name!r}: winRate needs a baseline model")
         return values, base, data.skipped, len(data.rows)
     data = tasks.read_rows(task.name, task.data_uri, tasks.classification_problem, task.limit)
-    return _classification(model, tokenizer, data.rows), {}, data.skipped, len(data.rows)
+    local = _local(model, task)
+    return _classification(local.model, local.tokenizer, data.rows), {}, data.skipped, len(data.rows)
 
 
 def lm_eval_task(task: TaskRun, model: Any, tokenizer: Any, seed: int) -> dict[str, float]:
@@ -117,28 +183,22 @@ def lm_eval_task(task: TaskRun, model: Any, tokenizer: Any, seed: int) -> dict[s
             if "," in name and "stderr" not in name and name.split(",")[0] in known}
 
 
-def _perplexity(model: Any, tokenizer: Any, docs: list[str], task: TaskRun) -> dict[str, float]:
-    context = int(getattr(model.config, "max_position_embeddings", 512))
-    stride = task.stride or max(1, context // 2)
-    prefix = tokenizer.eos_token_id
+def _perplexity(model: Scorer, docs: list[str], task: TaskRun) -> dict[str, float]:
     total, count, n_bytes = 0.0, 0, 0
-    for doc in docs:
-        ll, n = scoring.rolling_loglikelihood(model, tokenizer(doc, add_special_tokens=False)["input_ids"],
-                                              prefix, context, stride)
+    for doc, (ll, n) in zip(docs, model.rolling(docs, task.stride), strict=True):
         total, count, n_bytes = total + ll, count + n, n_bytes + len(doc.encode("utf-8"))
     if not count:
         raise tasks.TaskDataError(f"task {task.name!r}: the documents have no tokens")
     return {"perplexity": scoring.perplexity(total, count), "bits_per_byte": scoring.bits_per_byte(total, n_bytes)}
 
 
-def _multiple_choice(model: Any, tokenizer: Any, rows: list[dict[str, Any]], task: TaskRun,
-                     seed: int) -> dict[str, float]:
+def _multiple_choice(model: Scorer, rows: list[dict[str, Any]], task: TaskRun, seed: int) -> dict[str, float]:
+    contexts = [_fewshot(rows, index, task.num_fewshot, seed) + _prompt(row) for index, row in enumerate(rows)]
+    flat = iter(model.loglikelihoods([(context, " " + c) for context, row in zip(contexts, rows, strict=True)
+                                      for c in row["choices"]]))
     correct = correct_norm = 0
-    for index, row in enumerate(rows):
-        context = tokenizer(_fewshot(rows, index, task.num_fewshot, seed) + _prompt(row),
-                            add_special_tokens=False)["input_ids"]
-        choices = [tokenizer(" " + c, add_special_tokens=False)["input_ids"] for c in row["choices"]]
-        lls = scoring.continuation_loglikelihoods(model, context, choices)
+    for row in rows:
+        lls = [next(flat) for _ in row["choices"]]
         gold = row.get("answer", row.get("gold"))
         correct += int(max(range(len(lls)), key=lambda i: lls[i]) == gold)
         # As lm-eval: normalise by the choice's length in characters, without the leading space.
@@ -147,8 +207,10 @@ def _multiple_choice(model: Any, tokenizer: Any, rows: list[dict[str, Any]], tas
     return {"acc": correct / len(rows), "acc_norm": correct_norm / len(rows)}
 
 
-def _answers(model: Any, tokenizer: Any, rows: list[dict[str, Any]], task: TaskRun) -> list[str]:
-    return [_generate(model, tokenizer, _prompt(row), task.max_new_tokens) for row in rows]
+def _answers(model: Scorer, rows: list[dict[str, Any]], task: TaskRun) -> list[str]:
+    """The first line of each greedy answer, trimmed."""
+    generated = model.generate([_prompt(row) for row in rows], task.max_new_tokens)
+    return [text.split("\n")[0].strip() for text in generated]
 
 
 def _golds(row: dict[str, Any]) -> list[str]:
@@ -196,38 +258,50 @@ def evaluate(config: EvalJobConfig, progress: Progress | None = None) -> dict[st
     `progress` gets one report per task (the operator shows it in the Evaluation's status)."""
     progress = progress or Progress(enabled=False)
     torch.manual_seed(config.seed)
-    classifier = is_classifier(config.model_uri)
-    model, tokenizer = load(config.model_uri, classification=classifier)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    baseline = load(config.baseline_uri, classification=classifier) if config.baseline_uri else None
+    model, baseline = _models(config)
     values: dict[tuple[str, str], float] = {}
     base_values: dict[tuple[str, str], float] = {}
     task_reports = {}
     for done, task in enumerate(config.tasks):
         progress.report(task.name, done, len(config.tasks), "tasks")
-        measured, base, skipped, count = score_task(task, model, tokenizer, baseline, config.seed)
+        measured, base, skipped, count = score_with(task, model, baseline, config.seed)
         values.update({(task.name, k): round(v, 6) for k, v in measured.items()})
         base_values.update({(task.name, k): round(v, 6) for k, v in base.items()})
         task_reports[task.name] = {"type": task.type.value, "examples": count, "skipped": len(skipped),
                                    "skippedRows": skipped[:20], "metrics": measured}
     progress.report("done", len(config.tasks), len(config.tasks), "tasks")
     decision, results = verdict(config.thresholds, values, base_values)
-    document = {"name": config.name, "verdict": decision, "model": config.model_uri,
+    scored = config.model_uri or (config.endpoint.url if config.endpoint else None)
+    document = {"name": config.name, "verdict": decision, "model": scored,
                 "baseline": config.baseline_uri, "createdAt": datetime.now(UTC).isoformat(),
                 "results": [r.to_wire() for r in results], "tasks": task_reports}
     out = Path(config.output_uri)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(document, indent=2))
-    card = Path(config.model_uri) / "model-card.md"
+    card = Path(config.model_uri) / "model-card.md" if config.model_uri else None  # a served model has none here
     section = _card_section(document)
     try:
-        if card.is_file():
+        if card and card.is_file():
             card.write_text(card.read_text() + section)
         (out / "evaluation.md").write_text(section.lstrip())
     except OSError:  # a read-only model store: results.json is the record
         pass
     return document
+
+
+def _models(config: EvalJobConfig) -> tuple[Scorer, Scorer | None]:
+    """The model under evaluation and the baseline: loaded from their directories, or the endpoint (checked
+    to be able to score every task before any request)."""
+    if config.endpoint:
+        check_tasks(config.tasks)
+        return EndpointModel(config.endpoint), None
+    assert config.model_uri  # the config allows exactly one of the two
+    classifier = is_classifier(config.model_uri)
+    model, tokenizer = load(config.model_uri, classification=classifier)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    baseline = load(config.baseline_uri, classification=classifier) if config.baseline_uri else None
+    return LocalModel(model, tokenizer), LocalModel(*baseline) if baseline else None
 
 
 def _card_section(document: dict[str, Any]) -> str:

@@ -2,9 +2,11 @@
 
 Each iteration (`Engine.step`):
 1. retires aborted sequences (a client left, a stop string matched);
-2. admits waiting groups while slots are free (a group is one prompt and its `n` choices; the prompt is
+2. scores the prompts of waiting groups that asked for prompt log-probabilities (`echo` with `logprobs`);
+   a group that asked for no new token (max_tokens 0) finishes there, without ever taking a slot;
+3. admits waiting groups while slots are free (a group is one prompt and its `n` choices; the prompt is
    prefilled once and its cache copied to the other choices), emitting each choice's first token;
-3. runs one decode step for all running sequences and retires the finished ones at once, so a short request
+4. runs one decode step for all running sequences and retires the finished ones at once, so a short request
    leaves the batch the token it ends and a new one joins on the next iteration.
 
 Outputs go to `emit` (one call per phase with every sequence's new token), which the HTTP layer turns into
@@ -22,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .runner import Runner
+from .runner import Runner, TokenScore, token_scores
 from .sampling import SamplingParams, choose, generator_for
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Sequence:
     """Tokens in the KV cache: the prompt and every output token but the newest."""
     finish_reason: str | None = None
     aborted: bool = False
+    prompt_scores: list[TokenScore | None] | None = None
+    """With params.prompt_logprobs: each prompt token's score (None for the first), set before any output."""
 
     def __post_init__(self) -> None:
         self.generator = generator_for(self.params.seed, self.index)
@@ -74,7 +78,10 @@ class Group:
 class StepOutput:
     sequence: Sequence
     token: int
+    """The new token; -1 when the sequence ends without one (an error, or nothing asked for)."""
     finish_reason: str | None
+    score: TokenScore | None = None
+    """The new token's log-probability and alternatives, when params.logprobs asked for them."""
 
 
 class Engine:
@@ -100,7 +107,8 @@ class Engine:
     def add(self, group: Group) -> None:
         if len(group.sequences) > self.slots:
             raise ValueError(f"{len(group.sequences)} choices exceed the {self.slots} batch slots")
-        if len(group.prompt) >= self.max_len:
+        needed = len(group.prompt) + (1 if group.sequences[0].params.max_tokens else 0)
+        if needed > self.max_len:
             raise ValueError(f"prompt of {len(group.prompt)} tokens leaves no room in a {self.max_len}-token slot")
         self._inbox.append(group)
         self._wake.set()
@@ -157,6 +165,9 @@ class Engine:
         while self._inbox:
             self.waiting.append(self._inbox.popleft())
         self._drop_aborted()
+        scored = self._score_prompts()
+        if scored:
+            self.emit(scored)
         admitted = self._admit()
         self._waiting_sequences = sum(len(g.sequences) for g in self.waiting)
         if admitted:
@@ -169,11 +180,41 @@ class Engine:
             self.waiting = deque(g for g in self.waiting if not all(s.aborted for s in g.sequences))
         self._retire([s for s in self.running if s.aborted])
 
+    def _score_prompts(self) -> list[StepOutput]:
+        """Score the prompts of waiting groups that asked for it (as many as `prefill_tokens` allows, at least
+        one group) and finish the groups that want no new token. Returns the finished sequences' outputs."""
+        batch: list[Group] = []
+        width = 0
+        for group in (g for g in self.waiting if _wants_score(g)):
+            width = max(width, len(group.prompt))
+            if batch and width * (len(batch) + 1) > self.prefill_tokens:
+                break
+            batch.append(group)
+        if batch:
+            alternatives = max(g.sequences[0].params.prompt_logprobs or 0 for g in batch)
+            for group, scores in zip(batch, self.runner.score([g.prompt for g in batch], alternatives),
+                                     strict=True):
+                wanted = group.sequences[0].params.prompt_logprobs or 0
+                scores = [s if s is None else TokenScore(s.logprob, s.top[:wanted]) for s in scores]
+                for sequence in group.sequences:
+                    sequence.prompt_scores = scores
+        done = [g for g in self.waiting if g.sequences[0].params.max_tokens == 0 and not _wants_score(g)]
+        if not done:
+            return []
+        self.waiting = deque(g for g in self.waiting if g.sequences[0].params.max_tokens != 0 or _wants_score(g))
+        outputs = []
+        for sequence in (s for g in done for s in g.sequences):
+            sequence.finish_reason = FinishReason.LENGTH
+            outputs.append(StepOutput(sequence, -1, FinishReason.LENGTH))
+        return outputs
+
     def _admit(self) -> list[Group]:
         admitted: list[Group] = []
         free, width = self.slots - len(self.running), 0
         while self.waiting:
             group = self.waiting[0]
+            if _wants_score(group) or group.sequences[0].params.max_tokens == 0:
+                break  # its prompt is scored first (a later iteration): no output precedes its prompt's scores
             next_width = max(width, len(group.prompt))
             if len(group.sequences) > free or (admitted and next_width * (len(admitted) + 1) > self.prefill_tokens):
                 break
@@ -200,22 +241,25 @@ class Engine:
         new = self.running[first:]
         for sequence in new:
             sequence.length = len(sequence.prompt)
-        tokens = choose(logits[rows], [s.params for s in new], [s.generator for s in new])
-        return self._append(new, tokens)
+        logits = logits[rows]
+        tokens = choose(logits, [s.params for s in new], [s.generator for s in new])
+        return self._append(new, tokens, _scores(logits, new, tokens))
 
     def _decode(self) -> list[StepOutput]:
         running = self.running
         device = self.runner.device
-        tokens = torch.tensor([s.output[-1] for s in running], device=device)
+        last = torch.tensor([s.output[-1] for s in running], device=device)
         positions = torch.tensor([s.length for s in running], device=device)
-        logits = self.runner.decode(tokens, positions)
+        logits = self.runner.decode(last, positions)
         for sequence in running:
             sequence.length += 1
-        return self._append(running, choose(logits, [s.params for s in running], [s.generator for s in running]))
+        tokens = choose(logits, [s.params for s in running], [s.generator for s in running])
+        return self._append(running, tokens, _scores(logits, running, tokens))
 
-    def _append(self, sequences: list[Sequence], tokens: list[int]) -> list[StepOutput]:
+    def _append(self, sequences: list[Sequence], tokens: list[int],
+                scores: list[TokenScore | None]) -> list[StepOutput]:
         outputs, finished = [], []
-        for sequence, token in zip(sequences, tokens, strict=True):
+        for sequence, token, score in zip(sequences, tokens, scores, strict=True):
             if sequence.aborted:  # aborted while this step ran: its consumer is gone
                 finished.append(sequence)
                 continue
@@ -228,7 +272,7 @@ class Engine:
             if reason:
                 sequence.finish_reason = reason
                 finished.append(sequence)
-            outputs.append(StepOutput(sequence, token, reason))
+            outputs.append(StepOutput(sequence, token, reason, score))
         self._retire(finished)
         return outputs
 
@@ -243,3 +287,23 @@ class Engine:
                 self.running[hole] = mover
             self.running.pop()
             sequence.slot = -1
+
+
+def _wants_score(group: Group) -> bool:
+    """The group asked for its prompt's log-probabilities and has not got them yet."""
+    head = group.sequences[0]
+    return head.params.prompt_logprobs is not None and head.prompt_scores is None
+
+
+def _scores(logits: torch.Tensor, sequences: list[Sequence], tokens: list[int]) -> list[TokenScore | None]:
+    """The chosen tokens' scores for the sequences that asked for log-probabilities (None for the others)."""
+    out: list[TokenScore | None] = [None] * len(sequences)
+    asking = [i for i, s in enumerate(sequences) if s.params.logprobs is not None]
+    if not asking:
+        return out
+    logprobs = torch.log_softmax(logits[asking].float(), dim=-1)
+    chosen = torch.tensor([tokens[i] for i in asking], device=logits.device)
+    alternatives = max(sequences[i].params.logprobs or 0 for i in asking)
+    for i, score in zip(asking, token_scores(logprobs, chosen, alternatives), strict=True):
+        out[i] = TokenScore(score.logprob, score.top[: sequences[i].params.logprobs])
+    return out

@@ -1,15 +1,19 @@
 """The OpenAI-compatible wire format: request models (validated strictly) and OpenAI-style errors.
 
 Unknown fields are ignored, as OpenAI-compatible servers do, except options we would silently get wrong
-(log probabilities, penalties, tools...): those are rejected unless left at their neutral value.
+(penalties, tools, chat log probabilities...): those are rejected unless left at their neutral value.
+Completions take the legacy `echo` and `logprobs` (0..5 alternatives), as OpenAI's legacy API and vLLM do:
+with `echo: true, max_tokens: 0, logprobs: N` a client scores a text without generating, which is how
+evaluation harnesses measure log-likelihoods over HTTP.
 Extensions beyond OpenAI's fields: `ignore_eos` and `return_token_ids` (both as in vLLM).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class ApiError(Exception):
@@ -29,7 +33,14 @@ def validation_error(error: ValidationError) -> ApiError:
     first = error.errors()[0]
     param = ".".join(str(part) for part in first["loc"]) or None
     message = first["msg"] if param is None else f"{param}: {first['msg']}"
+    # A rule over several fields has no location; it names the field it blames in its context.
+    param = param or (first.get("ctx") or {}).get("param")
     return ApiError(400, message, param=param, code="invalid_value")
+
+
+def _invalid(param: str, message: str) -> PydanticCustomError:
+    """An error of a rule over several fields, blaming `param` (the 400's `param`)."""
+    return PydanticCustomError("invalid_value", "{param}: {message}", {"param": param, "message": message})
 
 
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -41,7 +52,10 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 
 
 class _Request(BaseModel):
+    route: ClassVar[str] = "server"
     model_config = ConfigDict(strict=True, extra="ignore")
+    unsupported: ClassVar[dict[str, tuple[Any, ...]]] = _NEUTRAL
+    """Options this server does not implement, with the values that mean "off" (accepted)."""
 
     model: str = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -60,10 +74,10 @@ class _Request(BaseModel):
     @classmethod
     def _reject_unsupported(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for name, neutral in _NEUTRAL.items():
+            for name, neutral in cls.unsupported.items():
                 value = data.get(name)
                 if value is not None and value not in neutral:
-                    raise ValueError(f"{name} is not supported by this server")
+                    raise _invalid(name, f"not supported by this {cls.route}")
         return data
 
     @field_validator("stop")
@@ -90,8 +104,24 @@ class StreamOptions(BaseModel):
 
 
 class CompletionRequest(_Request):
+    route: ClassVar[str] = "server"
+    unsupported = {k: v for k, v in _NEUTRAL.items() if k not in ("echo", "logprobs")}
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for completions
+    max_tokens: int | None = Field(default=16, ge=0)  # OpenAI's default for completions; 0 only with echo
+    echo: bool = False
+    """Return the prompt before the completion (its tokens' log-probabilities too, with logprobs)."""
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    """Log-probability of each returned token and of this many most likely alternatives (OpenAI's legacy
+    limit is 5); None: no log-probabilities."""
+
+    @model_validator(mode="after")
+    def _scoring_combinations(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise _invalid("max_tokens", "0 generates nothing; it is allowed only with echo: true (to score the "
+                                         "prompt)")
+        if self.stream and (self.echo or self.logprobs is not None):
+            raise _invalid("stream", "echo and logprobs are answered only without streaming (stream: false)")
+        return self
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: text, or token ids."""
@@ -123,6 +153,7 @@ class ChatMessage(BaseModel):
 
 
 class ChatRequest(_Request):
+    route: ClassVar[str] = "server's chat completions (echo and logprobs are for /v1/completions)"
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 

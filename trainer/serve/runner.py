@@ -9,6 +9,9 @@ The forward pass uses the Hugging Face model's own weights and submodules (norms
 down projections), with q/k/v and gate/up each fused into one matrix multiply and attention over the cache
 our own; greedy output equals `model.generate` token for token (tested). Hugging Face's forward would
 rebuild masks and cache objects every step, a large share of a small model's decode time.
+
+`score` runs the same forward over whole prompts without touching the cache, for the log-probabilities of
+every prompt token (`echo` with `logprobs`: how clients score text without generating).
 """
 
 from __future__ import annotations
@@ -21,6 +24,29 @@ from transformers import PreTrainedModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 SUPPORTED_MODEL_TYPES = ("llama",)
+SCORE_CHUNK = 512
+"""Prompt positions whose vocabulary-wide log-probabilities are computed at once when scoring a prompt."""
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """A token's log-probability under the model, and the most likely tokens at its position."""
+
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+    """(token id, log-probability) of the most likely tokens, most likely first."""
+
+
+def token_scores(logprobs: torch.Tensor, tokens: torch.Tensor, alternatives: int) -> list[TokenScore]:
+    """Scores of `tokens[i]` under the log-probabilities `logprobs[i]` ([n, vocab]), with `alternatives` top
+    tokens each: the raw model distribution, before temperature or top-p (as vLLM reports logprobs)."""
+    chosen = logprobs.gather(1, tokens[:, None])[:, 0].tolist()
+    if alternatives:
+        values, ids = logprobs.topk(alternatives, dim=-1)
+        tops = [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
+    else:
+        tops = [()] * len(chosen)
+    return [TokenScore(lp, top) for lp, top in zip(chosen, tops, strict=True)]
 
 
 class UnsupportedModel(ValueError):
@@ -103,26 +129,50 @@ class Runner:
     def prefill(self, prompts: list[list[int]], first_slot: int) -> torch.Tensor:
         """Run prompts (right-padded into one batch) and cache their keys and values in slots
         first_slot, first_slot+1, ...; returns the logits of each prompt's last token, [len(prompts), vocab]."""
+        hidden = self._hidden(prompts, slice(first_slot, first_slot + len(prompts)))
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        hidden = hidden[torch.arange(len(prompts), device=self.device), last]
+        return self._logits(hidden)
+
+    @torch.inference_mode()
+    def score(self, prompts: list[list[int]], alternatives: int) -> list[list[TokenScore | None]]:
+        """Log-probability of every prompt token given the tokens before it (None for the first, which has no
+        context) and the `alternatives` most likely tokens at each position: what `echo` with `logprobs`
+        returns. Touches no cache slot, so it runs beside the sequences being decoded."""
+        hidden = self._hidden(prompts, None)
+        out = []
+        for row, prompt in enumerate(prompts):
+            scores: list[TokenScore | None] = [None]
+            targets = torch.tensor(prompt[1:], device=self.device)
+            # The vocabulary-wide log-softmax in pieces: a long prompt's full [length, vocab] would be large.
+            for start in range(0, len(prompt) - 1, SCORE_CHUNK):
+                logprobs = torch.log_softmax(self._logits(hidden[row, start : start + SCORE_CHUNK]), dim=-1)
+                logprobs = logprobs[: len(prompt) - 1 - start]
+                scores += token_scores(logprobs, targets[start : start + len(logprobs)], alternatives)
+            out.append(scores)
+        return out
+
+    def _hidden(self, prompts: list[list[int]], rows: slice | None) -> torch.Tensor:
+        """Hidden states after the last layer for right-padded prompts, [len(prompts), width, hidden]; with
+        `rows`, the prompts' keys and values are cached in those slots."""
         width = max(len(p) for p in prompts)
         ids = torch.zeros(len(prompts), width, dtype=torch.long)
         for row, prompt in enumerate(prompts):
             ids[row, : len(prompt)] = torch.tensor(prompt)
         ids = ids.to(self.device)
-        rows = slice(first_slot, first_slot + len(prompts))
         cos, sin = self.cos[None, :width], self.sin[None, :width]
         # Right padding needs no mask under causal attention: a real token never looks to its right.
         hidden = self.decoder.embed_tokens(ids)
         for index, layer in enumerate(self.layers):
             x = layer.input_layernorm(hidden)
             q, k, v = self._qkv(index, x, cos, sin)
-            self.keys[index, rows, :, :width] = k
-            self.values[index, rows, :, :width] = v
+            if rows is not None:
+                self.keys[index, rows, :, :width] = k
+                self.values[index, rows, :, :width] = v
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                                  enable_gqa=self.kv_heads != self.heads)
             hidden = self._finish_layer(index, layer, hidden, out)
-        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
-        hidden = hidden[torch.arange(len(prompts), device=self.device), last]
-        return self._logits(hidden)
+        return hidden
 
     @torch.inference_mode()
     def decode(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

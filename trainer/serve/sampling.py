@@ -19,6 +19,11 @@ class SamplingParams:
     seed: int | None = None
     ignore_eos: bool = False
     """Keep generating past end-of-sequence tokens (benchmarks fix the output length with it)."""
+    logprobs: int | None = None
+    """Report each generated token's log-probability with this many most likely alternatives; None: not."""
+    prompt_logprobs: int | None = None
+    """Score the prompt too (every token given those before it), with this many alternatives; None: not.
+    With max_tokens 0 the prompt is only scored: nothing is generated and no cache slot is taken."""
 
     @property
     def greedy(self) -> bool:

@@ -31,8 +31,10 @@ from llmops.trainer.config.serve import ServerConfig
 from .detokenize import TextStream
 from .engine import Engine, FinishReason, Group, Sequence, StepOutput
 from .loader import LoadedModel, ModelLoadError, load, localize
+from .logprobs import completion_logprobs, decoder
 from .metrics import ServerMetrics
 from .protocol import ApiError, ChatRequest, CompletionRequest, validation_error
+from .runner import TokenScore
 from .sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,8 @@ class Choice:
     sequence: Sequence
     text: TextStream
     ids: list[int] = field(default_factory=list)
+    scores: list[TokenScore | None] = field(default_factory=list)
+    """Scores of `ids`, when the request asked for logprobs."""
     finish_reason: str | None = None
     first_at: float = 0.0
     last_at: float = 0.0
@@ -118,7 +122,7 @@ class Server:
     def _dispatch(self, outputs: list[StepOutput]) -> None:
         for output in outputs:
             queue, index = output.sequence.sink
-            queue.put_nowait((index, output.token, output.finish_reason))
+            queue.put_nowait((index, output.token, output.finish_reason, output.score))
         self.metrics.output_tokens.inc(sum(1 for o in outputs if o.token >= 0))
 
     # --- HTTP plumbing -------------------------------------------------------------------------------
@@ -227,16 +231,25 @@ class Server:
         return response
 
     async def _models(self, _: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "llmops"}]})
+        model = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "llmops"}
+        if self.context:  # as vLLM: the longest sequence a request may reach (clients size prompts by it)
+            model["max_model_len"] = self.context
+            # Ours: the longest prompt (maxPromptTokens may be below the context), e.g. for scoring windows.
+            model["max_prompt_tokens"] = min(self.context, self.limits.max_prompt_tokens)
+        return web.json_response({"object": "list", "data": [model]})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
         body: CompletionRequest = await self._parse(request, CompletionRequest)
-        prompts = [self._tokens(p) for p in body.prompts()]
+        given = body.prompts()
+        prompts = [self._tokens(p) for p in given]
         if not prompts:
             raise ApiError(400, "prompt is empty", param="prompt", code="empty_prompt")
-        return await self._generate(request, body, prompts, body.max_tokens, chat=False, started=started)
+        echoed = None
+        if body.echo:  # the prompt as sent; token-id prompts as their text
+            echoed = [p if isinstance(p, str) else self._prompt_text(p) for p in given]
+        return await self._generate(request, body, prompts, body.max_tokens, chat=False, started=started,
+                                    echoed=echoed)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -259,8 +272,12 @@ class Server:
             raise ApiError(400, f"prompt token ids must lie in [0, {self.vocab_size})", param="prompt")
         return prompt
 
+    def _prompt_text(self, ids: list[int]) -> str:
+        return decoder(self.loaded.tokenizer, skip_special_tokens=False)(ids)
+
     def _check(self, prompts: list[list[int]], max_new: int | None, n: int, chat: bool) -> int:
-        """The request's max_tokens after every limit; each violation names its limit."""
+        """The request's max_tokens after every limit; each violation names its limit. max_tokens 0 (only
+        scoring the prompt, with echo) lets a prompt fill the whole context."""
         param = "messages" if chat else "prompt"
         limits = self.limits
         if any(not p for p in prompts):
@@ -276,19 +293,24 @@ class Server:
             raise ApiError(400, f"max_tokens={max_new} exceeds the limit maxNewTokens={limits.max_new_tokens}",
                            param="max_tokens", code="max_tokens_too_large")
         room = self.context - longest
+        scoring_only = max_new == 0
         if max_new is None:
             max_new = min(limits.max_new_tokens, room)
-        if max_new > room or room < 1:
+        if max_new > room or (room < 1 and not scoring_only):
             raise ApiError(400, f"{param} ({longest} tokens) plus max_tokens ({max_new}) exceed the context of "
                                 f"{self.context} tokens", param="max_tokens", code="context_length_exceeded")
         return max_new
 
     async def _generate(self, request: web.Request, body: CompletionRequest | ChatRequest, prompts: list[list[int]],
-                        max_new: int | None, *, chat: bool, started: float) -> web.StreamResponse:
+                        max_new: int | None, *, chat: bool, started: float,
+                        echoed: list[str] | None = None) -> web.StreamResponse:
+        """Run the prompts (`echoed`: their texts, to return before each completion) and answer."""
         max_new = self._check(prompts, max_new, body.n, chat)
+        logprobs = None if chat else body.logprobs
         params = SamplingParams(max_tokens=max_new, temperature=body.temperature, top_p=body.top_p,
-                                seed=body.seed, ignore_eos=body.ignore_eos)
-        queue: asyncio.Queue[tuple[int, int, str | None]] = asyncio.Queue()
+                                seed=body.seed, ignore_eos=body.ignore_eos, logprobs=logprobs,
+                                prompt_logprobs=logprobs if echoed is not None else None)
+        queue: asyncio.Queue[tuple[int, int, str | None, TokenScore | None]] = asyncio.Queue()
         groups = [Group.of(prompt, params, body.n, [(queue, p * body.n + j) for j in range(body.n)])
                   for p, prompt in enumerate(prompts)]
         choices = [Choice(s, TextStream(self.loaded.tokenizer, body.stops)) for g in groups for s in g.sequences]
@@ -311,20 +333,41 @@ class Server:
             raise ApiError(500, "generation failed; see the server log", type="server_error")
         usage["completion_tokens"] = sum(len(c.ids) for c in choices)
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        out = [self._choice(body, index, c, chat) for index, c in enumerate(choices)]
+        out = [self._choice(body, index, c, chat, echoed[index // body.n] if echoed else None)
+               for index, c in enumerate(choices)]
         return web.json_response({"id": ident, "object": "chat.completion" if chat else "text_completion",
                                   "created": int(time.time()), "model": self.model_name, "choices": out,
                                   "usage": usage})
 
-    def _choice(self, body: CompletionRequest | ChatRequest, index: int, choice: Choice, chat: bool) -> dict:
+    def _choice(self, body: CompletionRequest | ChatRequest, index: int, choice: Choice, chat: bool,
+                echoed: str | None) -> dict:
         out: dict[str, Any] = {"index": index}
         if chat:
             out["message"] = {"role": "assistant", "content": choice.text.text}
         else:
-            out["text"] = choice.text.text
-        out |= {"logprobs": None, "finish_reason": choice.finish_reason}
+            out["text"] = (echoed or "") + choice.text.text
+        out |= {"logprobs": self._logprobs(body, choice, echoed), "finish_reason": choice.finish_reason}
         if body.return_token_ids:
             out["token_ids"] = choice.ids
+        return out
+
+    def _logprobs(self, body: CompletionRequest | ChatRequest, choice: Choice,
+                  echoed: str | None) -> dict[str, list[Any]] | None:
+        """The legacy logprobs object: the prompt's tokens first when echoed, then every generated token (the
+        one that completed a stop string included, as token_ids and usage count them)."""
+        if isinstance(body, ChatRequest) or body.logprobs is None:
+            return None
+        tokenizer = self.loaded.tokenizer
+        out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        parts = []
+        if echoed is not None:
+            # Special tokens of the prompt keep their text (it is in the echoed prompt); generated ones are
+            # left out of the text, so their tokens' texts are empty too.
+            parts.append((decoder(tokenizer, False), choice.sequence.prompt, choice.sequence.prompt_scores, 0))
+        parts.append((decoder(tokenizer, True), choice.ids, choice.scores, len(echoed or "")))
+        for decode, ids, scores, offset in parts:
+            for key, values in completion_logprobs(decode, ids, scores or [], offset).items():
+                out[key] += values
         return out
 
     async def _events(self, queue: asyncio.Queue, choices: list[Choice],
@@ -343,7 +386,7 @@ class Server:
                 self.metrics.ttft.observe(now - started)
                 first = False
             batch = []
-            for index, token, reason in items:
+            for index, token, reason, score in items:
                 choice = choices[index]
                 if choice.finish_reason is not None:  # tokens already under way when a stop string matched
                     continue
@@ -352,6 +395,7 @@ class Server:
                     choice.first_at = choice.first_at or now
                     choice.last_at = now
                     choice.ids.append(token)
+                    choice.scores.append(score)
                     new = [token]
                     piece = choice.text.push(token)
                     if choice.text.stopped and reason is None:

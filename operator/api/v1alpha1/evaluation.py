@@ -1,4 +1,8 @@
-"""Evaluation: score a model on held-out text and tasks; its verdict gates Deployment."""
+"""Evaluation: score a model on held-out text and tasks; its verdict gates Deployment.
+
+The model is a trained artifact (loaded by the workload) or a live OpenAI-compatible endpoint (scored over
+HTTP, nothing loaded): the same tasks, the same metrics.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,14 @@ from typing import Literal
 from pydantic import Field
 
 from llmops.trainer.config.base import Rule
-from llmops.trainer.config.evaluate import EvalRunConfig, MetricResult, TaskSettings, Threshold
+from llmops.trainer.config.evaluate import (
+    ENDPOINT_TASKS,
+    EndpointTarget,
+    EvalRunConfig,
+    MetricResult,
+    TaskSettings,
+    Threshold,
+)
 from llmops.trainer.config.types import Uri
 
 from .common import (
@@ -23,6 +34,7 @@ from .common import (
     Output,
     PrinterColumn,
     Resource,
+    SecretKeySelector,
     WorkloadStatus,
 )
 
@@ -40,6 +52,28 @@ class EvaluationTask(TaskSettings):
         Rule(
             "self.type == 'lmEval' ? !has(self.dataset) : has(self.dataset) != has(self.uri)",
             "set exactly one of dataset or uri (type lmEval takes an optional uri only)",
+        ),
+    )
+
+
+class ModelEndpoint(EndpointTarget):
+    """A model served by an OpenAI-compatible server (llmops-serve, vLLM), scored over HTTP: tasks of type
+    perplexity, multipleChoice and exactMatch."""
+
+    api_key_secret: SecretKeySelector | None = None
+    """Secret key holding the API key, sent as a Bearer token. Unset: no key."""
+
+
+class EvaluatedModel(ModelRef):
+    """The model under evaluation: a trained artifact, or a live endpoint."""
+
+    endpoint: ModelEndpoint | None = None
+    """A served model, scored over HTTP: the Evaluation waits for nothing and loads no weights."""
+
+    cel_rules = (
+        Rule(
+            "[has(self.pretrainJob), has(self.fineTune), has(self.uri), has(self.endpoint)].filter(x, x).size() == 1",
+            "set exactly one of pretrainJob, fineTune, uri or endpoint",
         ),
     )
 
@@ -62,7 +96,7 @@ class BaselineRef(ModelRef):
 class EvaluationSpec(EvalRunConfig):
     """Model, tasks, pass thresholds and where to run."""
 
-    model: ModelRef
+    model: EvaluatedModel
     """Model under evaluation."""
 
     baseline: BaselineRef | None = None
@@ -104,6 +138,18 @@ class EvaluationSpec(EvalRunConfig):
             "thresholds relative to the baseline and winRate tasks need spec.baseline",
             field_path=".baseline",
         ),
+        Rule(
+            "!has(self.model.endpoint) || !has(self.baseline)",
+            "a baseline is scored from its weights, which an Evaluation of an endpoint does not load: compare "
+            "an endpoint with absolute thresholds (min or max)",
+            field_path=".baseline",
+        ),
+        Rule(
+            f"!has(self.model.endpoint) || self.tasks.all(k, k.type in {[t.value for t in ENDPOINT_TASKS]})",
+            f"an endpoint is scored on tasks of type {', '.join(t.value for t in ENDPOINT_TASKS)} only (classification "
+            "needs the model's head, lmEval the model loaded in the workload)",
+            field_path=".tasks",
+        ),
     )
 
 
@@ -114,7 +160,8 @@ class Verdict(StrEnum):
 
 class EvaluationStatus(WorkloadStatus):
     model_uri: str | None = None
-    """The artifact this run scores (a Deployment's gate counts this Evaluation only for that artifact)."""
+    """The artifact this run scores, or the endpoint's URL (a Deployment's gate counts this Evaluation only for
+    that artifact)."""
 
     verdict: Verdict | None = None
     """Passed when every threshold held."""
