@@ -26,7 +26,12 @@ $(INSTALLED): pyproject.toml Makefile
 $(BIN)/kubectl $(BIN)/helm: hack/install-kube-tools.sh | $(INSTALLED)
 	PYTHON=$(BIN)/python hack/install-kube-tools.sh $(BIN)
 
-test: setup cluster-binaries
+# A real Prometheus server for the canary-analysis tests (Debian's package; nothing when already on PATH).
+.PHONY: prometheus
+prometheus:
+	hack/install-prometheus.sh
+
+test: setup cluster-binaries prometheus
 	$(BIN)/ruff check operator trainer tests
 	$(BIN)/pytest
 

@@ -32,8 +32,9 @@ from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
 
 from .conditions import get_condition, set_condition
 from .jobs import stuck_pod
-from .serving import gate, online, revisions, rollout, traffic
+from .serving import analysis, gate, online, revisions, rollout, traffic
 from .serving.rollout import Observed
+from .serving.samples import Window
 from .training import model_reference, resolve_model
 from .workload import Decision, Event
 
@@ -46,10 +47,10 @@ ENDED = (Outcome.ROLLED_BACK, Outcome.ABORTED, Outcome.FAILED)
 class MetricsRead:
     """One check's worth of metrics, read by the Kopf layer when `metrics_wanted` says a check is due."""
 
-    canary: Any
-    """serving.samples.Window of the revision under test (None: nothing could be read)."""
-    stable: Any
-    """Window of the stable revision over the same interval (None: none, or nothing read)."""
+    canary: Window | None
+    """The revision under test over the interval (None: nothing could be read)."""
+    stable: Window | None
+    """The stable revision over the same interval (None: none, or nothing read)."""
     source: str
     """prometheus or scrape."""
     baseline: bool = False
@@ -244,8 +245,6 @@ def _judge(run: _Rollout, state: CanaryStatus, read: MetricsRead | None) -> roll
     if read.baseline:
         return rollout.CheckEffect()
     assert run.spec.canary is not None and run.spec.canary.analysis is not None
-    from .serving import analysis  # TODO(lead): top-level once serving/analysis.py lands
-
     check: AnalysisCheck = analysis.check(run.spec.canary.analysis, read.canary, read.stable, run.now, read.source)
     effect = rollout.count_check(run.spec, state, check)
     kind = "Warning" if check.verdict is Verdict.FAILED else "Normal"
@@ -364,7 +363,10 @@ def _canary_step(run: _Rollout, state: CanaryStatus, stable: Revision | None, ob
     if state.step_started_at is None:
         state.step_started_at = run.now
         if (interval := rollout.analysis_interval(spec)) is not None and state.next_check_at is None:
-            state.next_check_at = run.now + timedelta(seconds=interval)
+            # A direct scrape needs a first scrape to difference against: take it now, so the first check covers
+            # the step's first interval. Prometheus keeps the history itself.
+            first = 0.0 if run.settings.prometheus_url is None else interval
+            state.next_check_at = run.now + timedelta(seconds=first)
         run.say("Normal", "StepReached", f"revision {state.revision}: step {state.step + 1} at {desired}% of traffic")
     if _online(spec) and state.online_evaluation != "Passed":
         _online_check(run, state, children)

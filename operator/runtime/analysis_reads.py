@@ -45,14 +45,16 @@ class MetricReads:
         key = (namespace, meta.name, str(revision))
         baseline = key not in self._started
         self._started.add(key)
-        canary = self.scrape.window(key, pod_urls(children, revision, port))
+        runtime = spec.server.runtime
+        canary = self.scrape.window(key, pod_urls(children, revision, port), runtime)
         stable = None
         if compare is not None:
             stable_key = (namespace, meta.name, str(compare))
             self._started.add(stable_key)
-            stable = self.scrape.window(stable_key, pod_urls(children, compare, port))
+            stable = self.scrape.window(stable_key, pod_urls(children, compare, port), runtime)
         return MetricsRead(canary, stable, "scrape", baseline=baseline)
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted Deployment: its revisions start from a new baseline if it comes back."""
         self._started = {key for key in self._started if key[:2] != (namespace, name)}
+        self.scrape.forget(namespace, name)

@@ -13,7 +13,7 @@ from llmops.operator.reconcile.objects import FIELD_MANAGER
 
 # Plural of each child kind we write, for the REST path (no discovery round trips needed).
 PLURALS = {"Job": "jobs", "ConfigMap": "configmaps", "Service": "services", "Deployment": "deployments",
-           "RayJob": "rayjobs"}
+           "RayJob": "rayjobs", "HTTPRoute": "httproutes", "InferencePool": "inferencepools"}
 
 
 def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:

@@ -4,8 +4,10 @@
 local processes (binaries from ``build.sh``) on free 127.0.0.1 ports, with fresh PKI in a temp
 dir. kwok plays the kubelet for four fake nodes, so Deployments, Jobs, garbage collection,
 scheduling (taints, extended resources such as nvidia.com/gpu) behave as in a real cluster,
-while no container ever runs. Pods go Running as soon as they are bound; a test ends one with
-``finish_pod()`` (see kwok-stages.yaml for how).
+while no container ever runs. Pods go Running (and Ready) as soon as they are bound; a test ends
+one with ``finish_pod()``, holds one back from Ready with ``set_pod_ready()`` (see kwok-stages.yaml
+for how). Pod IPs are loopback addresses (``pod_cidr``), so a test can serve on a pod's IP and port
+(``http_server()``) and a client that dials ``http://<podIP>:<port>`` reaches it.
 
     with TestCluster() as cluster:
         subprocess.run(["kubectl", "--kubeconfig", cluster.kubeconfig, "get", "nodes"])
@@ -22,10 +24,13 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import datetime as dt
+import http.server
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,10 +38,12 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +56,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 HERE = Path(__file__).resolve().parent
 FAKE_EXIT_CODE_ANNOTATION = "llmops.dev/fake-exit-code"
 FAKE_RUN_DURATION_ANNOTATION = "llmops.dev/fake-run-duration"
+# Running but not Ready, for the reason given as the value (see kwok-stages.yaml, llmops-pod-not-ready);
+# the kwok stage records what it wrote in a pod condition of the same name.
+FAKE_NOT_READY_ANNOTATION = "llmops.dev/fake-not-ready"
+FAKE_NOT_READY_MESSAGE_ANNOTATION = "llmops.dev/fake-not-ready-message"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 SERVICE_CIDR = "10.0.0.0/24"
-POD_CIDR = "10.244.0.0/16"
+# Pod IPs come from a loopback /16, 127.N.0.0/16 with N in [128, 254] picked per cluster (so a second cluster on
+# the machine, e.g. `make cluster-up` next to a test run, rarely hands out the same addresses). All of 127.0.0.0/8
+# is local on Linux: a test binds a server to exactly a pod's IP and container port, and whatever dials
+# http://<podIP>:<port> (the operator's metric scrapes) reaches it. The API server accepts loopback pod IPs
+# (status.podIPs only has to be a valid IP) but not in Endpoints/EndpointSlices, so the endpoint controllers are
+# off and Services have no endpoints (see README.md). N = 255 is left out: 127.255.255.255 is loopback's broadcast.
+# $LLMOPS_POD_CIDR or TestCluster(pod_cidr=...) chooses another range (kwok hands out its addresses in order).
+POD_CIDR_SECOND_OCTETS = range(128, 255)
 # Every fake node's address: kwok serves the kubelet API (container logs) for all of them on one loopback port,
 # and the API server reaches a node's kubelet at its InternalIP and status.daemonEndpoints port.
 NODE_IP = "127.0.0.1"
@@ -266,8 +284,11 @@ class TestCluster:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, bin_dir: Path | None = None, *, keep_workdir: bool | None = None, timeout: float = 90) -> None:
+    def __init__(self, bin_dir: Path | None = None, *, keep_workdir: bool | None = None, timeout: float = 90,
+                 pod_cidr: str | None = None) -> None:
         self._bin_arg = bin_dir
+        self.pod_cidr = ipaddress.IPv4Network(
+            pod_cidr or os.environ.get("LLMOPS_POD_CIDR") or f"127.{random.choice(POD_CIDR_SECOND_OCTETS)}.0.0/16")
         # Keep PKI and logs after stop() for debugging: keep_workdir=True or LLMOPS_CLUSTER_KEEP=1.
         self.keep_workdir = bool(os.environ.get("LLMOPS_CLUSTER_KEEP")) if keep_workdir is None else keep_workdir
         self.timeout = timeout
@@ -375,7 +396,10 @@ class TestCluster:
         self._spawn("kube-controller-manager", [
             str(bin_dir / "kube-controller-manager"), *common,
             f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-            "--controllers=*",
+            # Not the endpoint controllers: pod IPs are loopback addresses (see POD_CIDR_SECOND_OCTETS), which
+            # Endpoints and EndpointSlices may not contain, so every Service would get a Warning Event and retries
+            # instead of endpoints; nothing here reads them (no kube-proxy, no DNS).
+            "--controllers=*,-endpoints-controller,-endpointslice-controller,-endpointslice-mirroring-controller",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
             "--use-service-account-credentials=true",  # each controller acts with its own RBAC role
@@ -395,7 +419,7 @@ class TestCluster:
         self._spawn("kwok", [
             str(bin_dir / "kwok"), f"--kubeconfig={kc}", f"--config={HERE / 'kwok-stages.yaml'}",
             "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-            f"--node-ip={NODE_IP}", f"--cidr={POD_CIDR}",
+            f"--node-ip={NODE_IP}", f"--cidr={self.pod_cidr}",
             f"--server-address={NODE_IP}:{self._kubelet_port}", f"--node-port={self._kubelet_port}",
             f"--tls-cert-file={pki / 'kubelet.crt'}", f"--tls-private-key-file={pki / 'kubelet.key'}",
             "--enable-crds=Logs",
@@ -472,6 +496,54 @@ class TestCluster:
                           lambda: self.request("GET", path)["status"].get("phase") == want)
         pod: dict[str, Any] = self.request("GET", path)
         return pod
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool, *, reason: str = "ReadinessProbeFailed",
+                      message: str | None = None, wait: bool = True) -> dict[str, Any]:
+        """Make a Running pod Ready, or not Ready for `reason` (what kubectl shows for it is kwok's doing).
+
+        Not ready sets the llmops.dev/fake-not-ready annotation (and -message when given), as a pod template can;
+        kwok's llmops-pod-not-ready stage then writes Ready/ContainersReady False and, by the reason, the
+        containers' state: a waiting reason such as "ImagePullBackOff" or "CrashLoopBackOff" as
+        state.waiting.reason; "ModelLoadFailed" as a crash loop whose lastState.terminated has exit code 78 and
+        message "model failed to load: <message>"; any other reason (the default: a failing readiness probe) as
+        a running container that is not ready. Calling it again with another reason or message rewrites that.
+        Ready removes both annotations; llmops-pod-ready-again then makes the pod Ready.
+        Returns the pod as it is afterwards (once kwok has written it, unless wait=False).
+        """
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+        annotations = ({FAKE_NOT_READY_ANNOTATION: None, FAKE_NOT_READY_MESSAGE_ANNOTATION: None} if ready else
+                       {FAKE_NOT_READY_ANNOTATION: reason, FAKE_NOT_READY_MESSAGE_ANNOTATION: message})
+        self.request("PATCH", path, {"metadata": {"annotations": annotations}},
+                     content_type="application/merge-patch+json")
+
+        def written() -> bool:
+            conditions = {c["type"]: c for c in self.request("GET", path)["status"].get("conditions", [])}
+            marker = conditions.get(FAKE_NOT_READY_ANNOTATION)
+            if ready:
+                return conditions.get("Ready", {}).get("status") == "True" and marker is None
+            return (conditions.get("Ready", {}).get("status") == "False" and marker is not None
+                    and marker.get("reason", "") == reason and marker.get("message", "") == (message or ""))
+
+        if wait:
+            self.wait_for(f"pod {namespace}/{name} {'Ready' if ready else f'not Ready ({reason})'}", written)
+        pod: dict[str, Any] = self.request("GET", path)
+        return pod
+
+    def wait_for_pod_ips(self, namespace: str, label_selector: str, count: int) -> dict[str, str]:
+        """Wait until exactly `count` pods match the selector, all Running with an IP; returns {pod name: IP}."""
+        found: dict[str, str] = {}
+
+        def addressed() -> bool:
+            query = urllib.parse.urlencode({"labelSelector": label_selector})
+            pods = self.request("GET", f"/api/v1/namespaces/{namespace}/pods?{query}")["items"]
+            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            found.clear()
+            found.update({p["metadata"]["name"]: p["status"]["podIP"] for p in live
+                          if p["status"].get("phase") == "Running" and p["status"].get("podIP")})
+            return len(live) == count == len(found)
+
+        self.wait_for(f"{count} running pods with an IP for {label_selector} in {namespace}", addressed)
+        return dict(found)
 
     def set_pod_log(self, namespace: str, pod: str, lines: list[str], container: str = "main") -> None:
         """Make `lines` the stdout of a pod's container, as `kubectl logs` and the pods/log API return it.
@@ -602,6 +674,26 @@ def _http_get(url: str) -> bytes:
         return bytes(resp.read())
 
 
+@contextlib.contextmanager
+def http_server(ip: str, port: int,
+                handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[http.server.ThreadingHTTPServer]:
+    """Serve `handler` on ip:port (a pod's IP and container port) in a thread for the duration of the block.
+
+    Pod IPs are loopback addresses, so this is the "container" that a client dialling http://<podIP>:<port>
+    reaches. Each pod has its own IP, so every pod of a Deployment can serve on the same port.
+    """
+    server = http.server.ThreadingHTTPServer((ip, port), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name=f"http-{ip}:{port}", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 # --- CLI ------------------------------------------------------------------------------------
 
 
@@ -661,7 +753,8 @@ def cmd_up(foreground: bool) -> int:
             tmp = state / "kubeconfig.tmp"
             shutil.copy(cluster.kubeconfig, tmp)
             tmp.rename(kubeconfig)
-            print(f"cluster up: {cluster.server}  KUBECONFIG={kubeconfig}  logs: {cluster.workdir}/logs", flush=True)
+            print(f"cluster up: {cluster.server}  KUBECONFIG={kubeconfig}  pod IPs: {cluster.pod_cidr}  "
+                  f"logs: {cluster.workdir}/logs", flush=True)
             while not stop:
                 time.sleep(0.5)
     finally:

@@ -14,6 +14,7 @@ from typing import Any
 from llmops.operator.api.admission import parse
 from llmops.operator.api.v1alpha1 import rollout_commands as commands
 from llmops.operator.reconcile import deployment
+from llmops.operator.reconcile.serving.samples import Window
 from llmops.operator.reconcile.workload import Decision
 from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
 from tests.conftest import DELETE, example, patched
@@ -371,3 +372,92 @@ class TestOnlineEvaluation:
             world.verdicts[job["metadata"]["name"]] = online_verdict(passed=False)
             world.reconcile()
         assert world.outcomes()[2] == "RolledBack" and world.replicas()[2] == 0
+
+
+# --- analysis: every interval, the canary's metrics against the thresholds ---------------------------------
+ANALYSIS = {"canary": {"steps": [{"weight": 20, "pause": "1m"}, {"weight": 60, "pause": "1m"}], "analysis": {
+    "interval": "30s", "maxErrorRate": 0.05, "maxTimeToFirstTokenP99Ms": 500, "minRequests": 20, "failureLimit": 2,
+    "inconclusiveLimit": 3}}}
+GOOD = Window(requests=100, errors=0, error_rate=0.0, ttft_p99_ms=120.0, tpot_p99_ms=20.0, latency_p99_ms=900.0)
+SLOW = Window(requests=100, errors=0, error_rate=0.0, ttft_p99_ms=2400.0, tpot_p99_ms=20.0, latency_p99_ms=3000.0)
+QUIET = Window(requests=3, errors=0, error_rate=0.0, ttft_p99_ms=100.0)
+
+
+def read(canary: Window | None, stable: Window | None = GOOD) -> deployment.MetricsRead:
+    return deployment.MetricsRead(canary, stable, "scrape")
+
+
+def canary_running(router: TrafficRouter = TrafficRouter.REPLICAS) -> World:
+    world = serving(World({**ANALYSIS, "replicas": 5}, router=router))
+    world.ship(URI_2)
+    world.settle()  # the canary's pod is ready: step 1 reached; the direct scrape's baseline is due at once
+    assert world.status is not None and world.status["canary"]["nextCheckAt"] == world.status["canary"][
+        "stepStartedAt"]
+    world.reconcile(read=deployment.MetricsRead(None, None, "scrape", baseline=True))
+    assert "lastCheck" not in world.status["canary"]  # a baseline is no check
+    return world
+
+
+class TestAnalysis:
+    def test_a_check_is_due_every_interval_and_the_step_ends_after_its_pause_and_a_passing_check(self) -> None:
+        world = canary_running()
+        body = parse({**world.manifest, "status": world.status})
+        assert deployment.metrics_wanted(body, world.now) is None  # not due yet
+        assert deployment.metrics_wanted(body, world.now + timedelta(seconds=30)) == (2, 1)
+        status = world.reconcile(after=30, read=read(GOOD))
+        check = status["canary"]["lastCheck"]
+        assert check["verdict"] == "Passed" and check["requests"] == 100 and status["canary"]["stepPassed"]
+        assert "AnalysisPassed" in world.reasons()
+        world.reconcile(after=30, read=read(GOOD))
+        assert world.status is not None and world.status["canary"]["step"] == 1  # 1m pause + a passing check
+
+    def test_without_a_passing_check_the_clock_alone_never_ends_a_step(self) -> None:
+        world = canary_running()
+        world.reconcile(after=30, read=read(QUIET))
+        world.reconcile(after=30, read=read(QUIET))
+        status = world.reconcile(after=5)
+        assert status["canary"]["step"] == 0 and status["canary"]["lastCheck"]["verdict"] == "Inconclusive"
+        assert "fewer than minRequests 20" in status["canary"]["lastCheck"]["message"]
+
+    def test_too_little_traffic_pauses_the_rollout_instead_of_failing_it_and_promote_resumes(self) -> None:
+        world = canary_running()
+        for _ in range(3):
+            status = world.reconcile(after=30, read=read(QUIET))
+        assert status["canary"]["pausedReason"] == "AnalysisInconclusive" and status["canary"]["failedChecks"] == 0
+        assert world.condition("Progressing")["status"] == "False"
+        assert world.condition("Progressing")["reason"] == "AnalysisInconclusive"
+        assert status["phase"] == "Progressing" and world.outcomes()[2] == "Canary"
+        world.annotate(commands.PROMOTE, "t1")
+        world.settle()
+        assert world.status is not None and world.status["currentRevision"] == 2
+
+    def test_failure_limit_failed_checks_roll_back_at_once_and_say_which_metric(self) -> None:
+        world = canary_running(TrafficRouter.HTTPROUTE)
+        assert world.route_weights()["tiny-shakespeare-r2"] == 20
+        world.reconcile(after=30, read=read(SLOW))
+        assert world.status is not None and world.status["canary"]["failedChecks"] == 1
+        assert world.route_weights()["tiny-shakespeare-r2"] == 20  # one failure is not the limit
+        status = world.reconcile(after=30, read=read(SLOW))
+        assert world.route_weights() == {"tiny-shakespeare-r1": 100, "tiny-shakespeare-r2": 0}
+        assert world.replicas() == {1: 5, 2: 0} and world.outcomes() == {1: "Stable", 2: "RolledBack"}
+        assert status["phase"] == "RollingBack"  # its pods still run; once gone, Degraded
+        (warning,) = [e for e in world.decision.events if e.reason == "RolledBack"]  # type: ignore[union-attr]
+        assert warning.type == "Warning" and "ttftP99Ms 2400 > 500" in warning.message
+        status = world.settle()
+        assert status["phase"] == "Degraded" and world.condition("Degraded")["reason"] == "RolledBack"
+        assert world.condition("Ready")["status"] == "True"  # the stable kept serving throughout
+        status = world.settle(after=600)
+        assert world.outcomes()[2] == "RolledBack" and "canary" not in status  # not retried at this spec
+
+    def test_a_failure_after_promotion_rolls_back_to_the_warm_stable(self) -> None:
+        world = canary_running(TrafficRouter.HTTPROUTE)
+        world.change_spec({"canary": {"scaleDownDelay": "5m"}})
+        world.annotate(commands.PROMOTE, "t1")
+        world.settle()
+        status = world.reconcile()
+        assert status["currentRevision"] == 2 and world.replicas() == {1: 5, 2: 5}  # revision 1 still warm
+        world.reconcile(after=30, read=deployment.MetricsRead(SLOW, None, "scrape"))
+        world.reconcile(after=1, read=None)
+        status = world.reconcile(after=29, read=deployment.MetricsRead(SLOW, None, "scrape"))
+        assert status["currentRevision"] == 1 and world.outcomes() == {1: "Stable", 2: "RolledBack"}
+        assert world.route_weights() == {"tiny-shakespeare-r1": 100, "tiny-shakespeare-r2": 0}
