@@ -16,6 +16,7 @@ import pytest
 
 from tests.cluster.cluster import TestCluster
 from tests.integration.conftest import BIN, Kubectl, Operators, apply, exists, get, running_pod, wait_until
+from tests.integration.gateway_fixtures import gateway_crds  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
 MODEL_1, MODEL_2 = "s3://models/shakespeare/run-1", "s3://models/shakespeare/run-2"
@@ -203,3 +204,43 @@ def test_a_child_the_api_server_refuses_is_a_condition_with_its_message_not_a_ho
     before = replica.metric('llmops_reconcile_total{kind="Deployment",outcome="error"}')
     time.sleep(6)  # a hot retry would be every 2 s: three more refusals
     assert replica.metric('llmops_reconcile_total{kind="Deployment",outcome="error"}') - before <= 1
+
+
+@pytest.mark.usefixtures("gateway_crds")
+def test_with_the_inference_extension_each_revision_gets_a_pool_behind_one_weighted_route(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    operators.start("op", {"LLMOPS_TRAFFIC_ROUTER": "inferencePool",
+                           "LLMOPS_GATEWAY_PARENT_REFS": '[{"name": "inference-gateway", "namespace": "gw"}]'})
+    serve_first_revision(cluster, kubectl, namespace, **LONG_STEPS)
+    apply(kubectl, namespace, evaluation(MODEL_2), llm_deployment(MODEL_2, **LONG_STEPS))
+    finish_evaluation(cluster, namespace, 2, passed=True)
+
+    def backends() -> dict[str, int]:
+        route = get(kubectl, namespace, "httproute/chat")
+        return {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    wait_until("the canary's pool gets 25%", lambda: backends() == {"chat-r1": 75, "chat-r2": 25})
+    route = get(kubectl, namespace, "httproute/chat")["spec"]
+    assert route["parentRefs"][0]["name"] == "inference-gateway"  # the chart's default gateway
+    assert {b["kind"] for b in route["rules"][0]["backendRefs"]} == {"InferencePool"}
+    for revision in (1, 2):
+        pool = get(kubectl, namespace, f"inferencepool/chat-r{revision}")["spec"]
+        assert pool["selector"]["matchLabels"]["llmops.dev/revision"] == str(revision)
+        assert pool["endpointPickerRef"]["name"] == f"chat-r{revision}-epp"
+        assert exists(kubectl, namespace, f"deployment.apps/chat-r{revision}-epp")
+    assert status(kubectl, namespace)["traffic"] == "inferencePool"
+
+
+def test_canary_pods_that_never_become_ready_fail_the_rollout_with_their_cause(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    operators.start("op", REPLICAS_ROUTER)
+    serve_first_revision(cluster, kubectl, namespace, **STEPS, progressDeadline="6s")
+    apply(kubectl, namespace, evaluation(MODEL_2), llm_deployment(MODEL_2, **STEPS, progressDeadline="6s"))
+    finish_evaluation(cluster, namespace, 2, passed=True)
+    ((pod, _),) = cluster.wait_for_pod_ips(namespace, "llmops.dev/revision=2", 1).items()
+    cluster.set_pod_ready(namespace, pod, False, reason="ModelLoadFailed", message="no config.json in /models")
+    wait_until("the rollout failed", lambda: status(kubectl, namespace).get("phase") == "Degraded", timeout=60)
+    degraded = condition(kubectl, namespace, "Degraded")
+    assert degraded["reason"] == "Failed" and "exited with code 78" in degraded["message"]
+    assert "model failed to load: no config.json in /models" in degraded["message"]
+    wait_until("the canary's pods gone", lambda: server_replicas(kubectl, namespace) == {"chat-r1": 4})
+    assert condition(kubectl, namespace, "Ready")["status"] == "True"  # revision 1 kept serving
