@@ -35,7 +35,7 @@ from .jobs import stuck_pod
 from .serving import analysis, gate, online, revisions, rollout, traffic
 from .serving.rollout import Observed
 from .serving.samples import Window
-from .training import model_reference, resolve_model
+from .training import model_reference, model_run, resolve_model
 from .workload import Decision, Event
 
 METRICS_KEY = ("Metrics", "")
@@ -167,7 +167,7 @@ class _Rollout:
 
     def end(self, entry: Revision, outcome: Outcome, reason: str) -> None:
         """A rollout that stops: the revision gets no traffic from now on and is not retried at this spec."""
-        entry.outcome, entry.reason, entry.generation = outcome, reason, self.generation
+        entry.outcome, entry.reason, entry.generation, entry.ended_at = outcome, reason, self.generation, self.now
         self.status.canary = None
         warning = outcome is not Outcome.SUPERSEDED
         self.say("Warning" if warning else "Normal", outcome.value if outcome is not Outcome.FAILED
@@ -193,19 +193,20 @@ def _target(run: _Rollout, refs: dict[tuple[str, str], Any]) -> tuple[Target | N
     if not model.ready or not model.artifact_uri:
         return None, model.message
     image = revisions.server_image(run.deployment, run.settings)
-    digest = revisions.digest(model.artifact_uri, run.deployment, image)
+    made_by = model_run(spec.model, refs)
+    digest = revisions.digest(model.artifact_uri, run.deployment, image, made_by)
     known = run.by_digest(digest)
     number = known.revision if known else max((r.revision for r in status.history), default=0) + 1
     name = spec.gate.evaluation
-    result = gate.check(name, refs.get(("Evaluation", name)), model.artifact_uri)
-    return Target(revisions.RevisionSpec(number, digest, model.artifact_uri, image), result, name), ""
+    result = gate.check(name, refs.get(("Evaluation", name)), model.artifact_uri, made_by)
+    return Target(revisions.RevisionSpec(number, digest, model.artifact_uri, image, made_by), result, name), ""
 
 
 def _record(run: _Rollout, target: Target, outcome: Outcome) -> Revision:
     entry = run.entry(target.spec.revision)
     if entry is None:
         entry = Revision(revision=target.spec.revision, digest=target.spec.digest, model_uri=target.spec.model_uri,
-                         image=target.spec.image, evaluation=target.evaluation, outcome=outcome,
+                         model_run=target.spec.model_run, image=target.spec.image, evaluation=target.evaluation, outcome=outcome,
                          generation=run.generation, created_at=run.now)
         run.status.history.append(entry)
     entry.metrics = dict(target.gate.metrics) or entry.metrics

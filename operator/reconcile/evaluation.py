@@ -25,7 +25,7 @@ from .conditions import set_condition
 from .dependencies import dependency
 from .jobs import job_and_pods
 from .storage import local_path
-from .training import default_output, model_reference, resolve_model, single_pod_children
+from .training import default_output, model_reference, model_run, resolve_model, single_pod_children
 from .workload import Decision, Event, run_decision, waiting
 
 ENTRYPOINT = "llmops-evaluate"
@@ -102,6 +102,7 @@ def reconcile(evaluation: Evaluation, children: dict[str, list[dict[str, Any]]],
                                   artifact_uri=f"{output}/results.json", now=now)
     # What a Deployment's gate compares with the model it serves.
     status.model_uri = endpoint.url if endpoint else model.artifact_uri
+    status.model_run = None if endpoint else model_run(spec.model, refs)
     job_name = desired[-1]["metadata"]["name"]
     _, pods = job_and_pods(children, job_name)
     if status.phase is Phase.SUCCEEDED:

@@ -31,6 +31,15 @@ def model_reference(ref: ModelRef) -> tuple[str, str] | None:
     return None
 
 
+def model_run(ref: ModelRef, refs: dict[tuple[str, str], Any]) -> str | None:
+    """Which run of a referenced PretrainJob or FineTune made its current artifact (`FineTune/x@<job>`): outputs
+    keep their URI from run to run, so the URI alone cannot tell a retrained model from the one evaluated."""
+    target = model_reference(ref)
+    body = refs.get(target) if target else None
+    job = ((body or {}).get("status") or {}).get("jobName")
+    return f"{target[0]}/{target[1]}@{job}" if target and job else None
+
+
 def resolve_model(ref: ModelRef, refs: dict[tuple[str, str], Any]) -> Dependency:
     """The model directory a reference points at, once the training that makes it has succeeded."""
     target = model_reference(ref)

@@ -383,6 +383,9 @@ class Revision(StatusModel):
     model_uri: str
     """Artifact served."""
 
+    model_run: str | None = None
+    """The run of the referenced PretrainJob or FineTune that made it (`FineTune/NAME@JOB`)."""
+
     image: str
     """Server image."""
 
@@ -400,6 +403,9 @@ class Revision(StatusModel):
 
     deployed_at: datetime | None = None
     """When it took all traffic."""
+
+    ended_at: datetime | None = None
+    """When its traffic was taken away (rolled back, aborted, failed or superseded mid-rollout)."""
 
     outcome: Outcome
     """Stable, Canary, Superseded, RolledBack, Aborted, Failed or Gated."""

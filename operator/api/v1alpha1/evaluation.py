@@ -159,6 +159,10 @@ class Verdict(StrEnum):
 
 
 class EvaluationStatus(WorkloadStatus):
+    model_run: str | None = None
+    """Which run of the referenced PretrainJob or FineTune made that artifact (`FineTune/NAME@JOB`); a retrained
+    model at the same URI is another artifact to a Deployment's gate."""
+
     model_uri: str | None = None
     """The artifact this run scores, or the endpoint's URL (a Deployment's gate counts this Evaluation only for
     that artifact)."""

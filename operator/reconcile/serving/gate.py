@@ -50,8 +50,9 @@ def _failing(status: dict[str, Any]) -> str:
     return "; ".join(parts) or "no threshold reported"
 
 
-def check(name: str, evaluation: dict[str, Any] | None, model_uri: str) -> GateResult:
-    """Whether Evaluation `name` (its body, None when absent) lets `model_uri` take traffic."""
+def check(name: str, evaluation: dict[str, Any] | None, model_uri: str, model_run: str | None = None) -> GateResult:
+    """Whether Evaluation `name` (its body, None when absent) lets `model_uri` take traffic; with `model_run`, only
+    an Evaluation of that run counts (a retrained model keeps its URI)."""
     if evaluation is None:
         return GateResult(False, GateReason.WAITING, f"Evaluation {name} does not exist yet")
     status = evaluation.get("status") or {}
@@ -65,6 +66,10 @@ def check(name: str, evaluation: dict[str, Any] | None, model_uri: str) -> GateR
         return GateResult(False, GateReason.ANOTHER_MODEL,
                           f"Evaluation {name} scored {scored or 'an unrecorded artifact'}, not {model_uri} that this "
                           "Deployment serves; point spec.gate.evaluation at an Evaluation of the same model")
+    if model_run is not None and status.get("modelRun") != model_run:
+        return GateResult(False, GateReason.ANOTHER_MODEL,
+                          f"Evaluation {name} scored {status.get('modelRun') or 'an earlier run'} of {model_uri}, not "
+                          f"the current one ({model_run}); it must evaluate this run before it serves")
     if status["verdict"] == "Failed":
         return GateResult(False, GateReason.FAILED, f"Evaluation {name} failed: {_failing(status)}", _metrics(status))
     return GateResult(True, GateReason.PASSED, f"Evaluation {name} passed for {model_uri}", _metrics(status))

@@ -39,6 +39,7 @@ class RevisionSpec:
     digest: str
     model_uri: str
     image: str
+    model_run: str | None = None
 
 
 def server_image(deployment: Deployment, settings: OperatorSettings) -> str:
@@ -48,9 +49,10 @@ def server_image(deployment: Deployment, settings: OperatorSettings) -> str:
     return settings.vllm_image if spec.server.runtime is Runtime.VLLM else settings.server_image
 
 
-def digest(model_uri: str, deployment: Deployment, image: str) -> str:
-    """Identity of a revision: the artifact, every server setting and the image (12 hex digits)."""
-    document = {"model": model_uri, "server": deployment.spec.server.to_wire(), "image": image}
+def digest(model_uri: str, deployment: Deployment, image: str, model_run: str | None = None) -> str:
+    """Identity of a revision: the artifact (and the run that made it), every server setting and the image
+    (12 hex digits)."""
+    document = {"model": model_uri, "run": model_run, "server": deployment.spec.server.to_wire(), "image": image}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:12]
 
 
