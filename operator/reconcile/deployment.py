@@ -206,8 +206,8 @@ def _record(run: _Rollout, target: Target, outcome: Outcome) -> Revision:
     entry = run.entry(target.spec.revision)
     if entry is None:
         entry = Revision(revision=target.spec.revision, digest=target.spec.digest, model_uri=target.spec.model_uri,
-                         model_run=target.spec.model_run, image=target.spec.image, evaluation=target.evaluation, outcome=outcome,
-                         generation=run.generation, created_at=run.now)
+                         model_run=target.spec.model_run, image=target.spec.image, evaluation=target.evaluation,
+                         outcome=outcome, generation=run.generation, created_at=run.now)
         run.status.history.append(entry)
     entry.metrics = dict(target.gate.metrics) or entry.metrics
     return entry
