@@ -54,6 +54,7 @@ bench: bench-setup cluster-binaries
 	$(BIN)/python bench/eval_throughput.py --quick
 	$(BIN)/python bench/operator_scale.py --quick
 	$(BIN)/python bench/serve_throughput.py --quick
+	$(BIN)/python bench/rollback.py --quick
 
 # Regenerate everything derived from the API models: CRDs (and the chart's copy) and the API reference.
 generate: setup
