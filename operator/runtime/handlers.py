@@ -328,10 +328,14 @@ class Controller:
     async def _refused(self, kind: Kind, body: dict[str, Any], error: ApiException) -> None:
         """The API server refused a child (invalid, forbidden): say so in the Ready condition with its message."""
         now = datetime.now(UTC)
+        meta = body["metadata"]
+        written = self._recent(self._written_status, (kind.name, meta["namespace"], meta["name"]))
+        if written is not None:
+            body = {**body, "status": written}  # the index may not show our last status write yet
         status = kind.model.field_model("status").model_validate(body.get("status") or {})
         reason = {403: "Forbidden", 404: "NotFound"}.get(error.status or 0, "Invalid")
         message = f"the API server refused a child object (HTTP {error.status}): {(error.body or error.reason)!s}"
-        generation = body["metadata"].get("generation")
+        generation = meta.get("generation")
         if set_condition(status.conditions, "Ready", False, f"Child{reason}", message, now, generation):
             await self._write_status(kind, body, status.to_wire())
             kopf.event(body, type="Warning", reason=f"Child{reason}", message=message[:1024])

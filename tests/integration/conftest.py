@@ -80,6 +80,19 @@ def running_pod(cluster: TestCluster, namespace: str, job: str) -> str:
     return names[0]
 
 
+def finish_job_pod(cluster: TestCluster, namespace: str, job: str, message: str | None = None) -> None:
+    """End the running pod of `job` with exit 0 and, optionally, the termination message a workload writes there
+    (llmops-evaluate's verdict JSON, for instance)."""
+    pod = running_pod(cluster, namespace, job)
+    cluster.finish_pod(namespace, pod, exit_code=0)
+    if message is not None:
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
+        statuses = cluster.request("GET", path)["status"]["containerStatuses"]
+        statuses[0]["state"]["terminated"]["message"] = message
+        cluster.request("PATCH", path, {"status": {"containerStatuses": statuses}},
+                        content_type="application/strategic-merge-patch+json")
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[TestCluster]:
     bin_dir = binaries_dir()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.cluster import TestCluster
-from tests.integration.conftest import BIN, Kubectl, Operators, apply, exists, get, running_pod, wait_until
+from tests.integration.conftest import BIN, Kubectl, Operators, apply, exists, finish_job_pod, get, wait_until
 from tests.integration.gateway_fixtures import gateway_crds  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
@@ -39,18 +39,11 @@ STEPS = {"canary": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pau
 
 def finish_evaluation(cluster: TestCluster, namespace: str, generation: int, passed: bool) -> None:
     """End the Evaluation's pod as llmops-evaluate would: exit 0, the verdict in its termination message."""
-    job = f"gate-eval-{generation}"
-    pod = running_pod(cluster, namespace, job)
-    cluster.finish_pod(namespace, pod, exit_code=0)
     value = 120.0 if passed else 900.0
     verdict = {"verdict": "Passed" if passed else "Failed", "results": [
         {"task": "heldout", "metric": "perplexity", "value": value, "threshold": "<= 400",
          "margin": 400 - value, "passed": passed}]}
-    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
-    statuses = cluster.request("GET", path)["status"]["containerStatuses"]
-    statuses[0]["state"]["terminated"]["message"] = json.dumps(verdict)
-    cluster.request("PATCH", path, {"status": {"containerStatuses": statuses}},
-                    content_type="application/strategic-merge-patch+json")
+    finish_job_pod(cluster, namespace, f"gate-eval-{generation}", json.dumps(verdict))
 
 
 def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:

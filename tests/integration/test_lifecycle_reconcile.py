@@ -12,21 +12,9 @@ import pytest
 
 from tests.cluster.cluster import TestCluster
 from tests.conftest import example
-from tests.integration.conftest import Kubectl, Operators, apply, exists, get, phase, running_pod, wait_until
+from tests.integration.conftest import Kubectl, Operators, apply, exists, finish_job_pod, get, phase, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
-
-
-def finish_all(cluster: TestCluster, namespace: str, job: str, message: str | None = None) -> None:
-    pod = running_pod(cluster, namespace, job)
-    cluster.finish_pod(namespace, pod, exit_code=0)
-    if message is not None:  # what llmops-evaluate writes to /dev/termination-log
-        path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
-        current = cluster.request("GET", path)
-        statuses = current["status"]["containerStatuses"]
-        statuses[0]["state"]["terminated"]["message"] = message
-        cluster.request("PATCH", path, {"status": {"containerStatuses": statuses}},
-                        content_type="application/strategic-merge-patch+json")
 
 
 def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl: Kubectl, namespace: str,
@@ -42,9 +30,9 @@ def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl
                and waiting_for("finetune", "tiny-shakespeare-lora") == "PretrainJob tiny-shakespeare"
                and waiting_for("evaluation", "tiny-shakespeare-lora") == "FineTune tiny-shakespeare-lora")
 
-    finish_all(cluster, namespace, "shakespeare-data-1")
-    finish_all(cluster, namespace, "tiny-shakespeare-train-1")
-    finish_all(cluster, namespace, "tiny-shakespeare-lora-finetune-1")
+    finish_job_pod(cluster, namespace, "shakespeare-data-1")
+    finish_job_pod(cluster, namespace, "tiny-shakespeare-train-1")
+    finish_job_pod(cluster, namespace, "tiny-shakespeare-lora-finetune-1")
     wait_until("FineTune Succeeded", lambda: phase(kubectl, namespace, "tiny-shakespeare-lora", "finetune")
                == "Succeeded")
     config = json.loads(get(kubectl, namespace, "configmap/tiny-shakespeare-lora-eval-1")["data"]["config.json"])
@@ -55,7 +43,7 @@ def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl
     verdict = {"verdict": "Passed", "results": [
         {"task": "heldout", "metric": "perplexity", "value": 123.0, "threshold": "<= 400", "margin": 277.0,
          "passed": True}]}
-    finish_all(cluster, namespace, "tiny-shakespeare-lora-eval-1", json.dumps(verdict))
+    finish_job_pod(cluster, namespace, "tiny-shakespeare-lora-eval-1", json.dumps(verdict))
     kubectl("wait", "--for=condition=Passed", "evaluation.llmops.dev/tiny-shakespeare-lora", "-n", namespace,
             "--timeout=60s")
     status = get(kubectl, namespace, "evaluation.llmops.dev/tiny-shakespeare-lora")["status"]
