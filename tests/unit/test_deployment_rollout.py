@@ -344,6 +344,16 @@ def test_a_pause_asks_to_be_called_again_when_it_ends() -> None:
     assert world.decision is not None and world.decision.requeue_after == 120
 
 
+def test_a_held_rollout_does_not_spin() -> None:
+    world = serving(World(NO_ANALYSIS))
+    world.change_spec({"paused": True})
+    world.ship(URI_2)
+    world.settle()
+    world.reconcile(after=600)  # long past the pause: nothing is due until someone resumes it
+    assert world.decision is not None and world.decision.requeue_after is None
+    assert world.status is not None and world.status["canary"]["step"] == 0
+
+
 ONLINE = {"canary": {"steps": [{"weight": 50, "pause": "1m"}], "analysis": {"onlineEvaluation": {
     "tasks": [{"name": "qa", "type": "exactMatch", "uri": "s3://data/qa.jsonl"}],
     "thresholds": [{"task": "qa", "metric": "exact_match", "min": 0.5}]}}}}

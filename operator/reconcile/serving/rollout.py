@@ -123,7 +123,8 @@ def check_due(spec: DeploymentSpec, state: CanaryStatus | None, now: datetime) -
 
 def wake_up(spec: DeploymentSpec, state: CanaryStatus | None, now: datetime) -> float | None:
     """Seconds until something time-driven happens: a check, the end of a pause or of the scale-down delay, the
-    progress deadline."""
+    progress deadline. Only moments still ahead count: one already past was acted on in this reconcile, or waits
+    for something else (a passing check, a promote), so asking again at once would only spin."""
     if state is None:
         return None
     moments = [state.next_check_at]
@@ -131,7 +132,7 @@ def wake_up(spec: DeploymentSpec, state: CanaryStatus | None, now: datetime) -> 
         moments.append(state.step_started_at + timedelta(seconds=seconds(spec.canary.steps[state.step].pause)))
     if state.promoted_at is not None and spec.canary is not None:
         moments.append(state.promoted_at + timedelta(seconds=seconds(spec.canary.scale_down_delay)))
-    if state.step_started_at is None and state.started_at is not None:
-        moments.append(state.started_at + timedelta(seconds=seconds(spec.progress_deadline)))
-    future = [(m - now).total_seconds() for m in moments if m is not None]
-    return max(0.5, min(future)) if future else None
+    if state.waiting_since is not None:
+        moments.append(state.waiting_since + timedelta(seconds=seconds(spec.progress_deadline)))
+    ahead = [(m - now).total_seconds() for m in moments if m is not None and m > now]
+    return max(0.5, min(ahead)) if ahead else None
