@@ -31,7 +31,7 @@ from llmops.operator.api.v1alpha1.deployment import (
 from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
 
 from .conditions import get_condition, set_condition
-from .jobs import stuck_pod
+from .jobs import stuck_pod, terminated_cause
 from .serving import analysis, gate, online, revisions, rollout, traffic
 from .serving.rollout import Observed
 from .serving.samples import Window
@@ -76,13 +76,10 @@ def _revision_of(obj: dict[str, Any]) -> int | None:
 
 def _crash_cause(pods: list[dict[str, Any]]) -> str | None:
     """A server container that keeps exiting: what it said last (e.g. the model failed to load)."""
+    if cause := terminated_cause(pods, "lastState"):
+        return f"a server container exited with code {cause[0]}" + (f": {cause[1]}" if cause[1] else "")
     for pod in pods:
         for container in pod.get("status", {}).get("containerStatuses", []):
-            last = (container.get("lastState") or {}).get("terminated") or {}
-            if last.get("exitCode"):
-                said = (last.get("message") or last.get("reason") or "").strip()
-                name = pod["metadata"]["name"]
-                return f"pod {name} exited with code {last['exitCode']}" + (f": {said}" if said else "")
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") == "CrashLoopBackOff":
                 return f"pod {pod['metadata']['name']}: CrashLoopBackOff: {waiting.get('message', '')}".strip()
@@ -202,20 +199,22 @@ def _target(run: _Rollout, refs: dict[tuple[str, str], Any]) -> tuple[Target | N
     return Target(revisions.RevisionSpec(number, digest, model.artifact_uri, image, made_by), result, name), ""
 
 
-def _record(run: _Rollout, target: Target, outcome: Outcome) -> Revision:
+def _record(run: _Rollout, target: Target, outcome: Outcome, reason: str | None) -> Revision:
+    """The target's history entry (added when new), now with this outcome at this generation."""
     entry = run.entry(target.spec.revision)
     if entry is None:
         entry = Revision(revision=target.spec.revision, digest=target.spec.digest, model_uri=target.spec.model_uri,
                          model_run=target.spec.model_run, image=target.spec.image, evaluation=target.evaluation,
-                         outcome=outcome, generation=run.generation, created_at=run.now)
+                         outcome=outcome)
         run.status.history.append(entry)
+    entry.outcome, entry.reason, entry.generation = outcome, reason, run.generation
     entry.metrics = dict(target.gate.metrics) or entry.metrics
     return entry
 
 
 def _start(run: _Rollout, target: Target, stable: Revision | None) -> None:
-    entry = _record(run, target, Outcome.CANARY)
-    entry.outcome, entry.reason, entry.generation, entry.created_at = Outcome.CANARY, None, run.generation, run.now
+    entry = _record(run, target, Outcome.CANARY, None)
+    entry.created_at = run.now
     run.status.canary = CanaryStatus(revision=entry.revision, previous_revision=stable.revision if stable else None,
                                      started_at=run.now, waiting_since=run.now)
     what = f"from revision {stable.revision}" if stable else "as the first revision"
@@ -481,9 +480,7 @@ def reconcile(deployment: Deployment, children: dict[str, list[dict[str, Any]]],
                 _rollback(run, state, Outcome.GATED, target.gate.message)
                 state = None
             if entry is None or entry.outcome is not Outcome.GATED or entry.reason != target.gate.message:
-                recorded = _record(run, target, Outcome.GATED)
-                recorded.outcome, recorded.reason, recorded.generation = Outcome.GATED, target.gate.message, \
-                    run.generation
+                _record(run, target, Outcome.GATED, target.gate.message)
                 run.say("Warning", "GateFailed", target.gate.message)
         elif target.gate.passed and state is None:
             blocked = entry is not None and entry.outcome in ENDED and entry.generation == run.generation

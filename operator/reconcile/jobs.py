@@ -221,12 +221,13 @@ def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
-def _failure(pods: list[dict[str, Any]]) -> tuple[int, str] | None:
-    """(exit code, what the workload said) of the newest failed container."""
+def terminated_cause(pods: list[dict[str, Any]], state: str = "state") -> tuple[int, str] | None:
+    """(exit code, what the workload said) of the newest failed container: in its current `state`, or in its
+    `lastState` (a restarted container, e.g. a server that keeps failing to load its model)."""
     found = None
     for pod in pods:
         for container in pod.get("status", {}).get("containerStatuses", []):
-            terminated = container.get("state", {}).get("terminated") or {}
+            terminated = (container.get(state) or {}).get("terminated") or {}
             if terminated.get("exitCode"):
                 said = (terminated.get("message") or terminated.get("reason") or "").strip()
                 found = (int(terminated["exitCode"]), said)
@@ -248,7 +249,7 @@ def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] 
         condition = conditions["Failed"]
         reason = condition.get("reason") or "JobFailed"
         message = condition.get("message") or f"Job {name} failed"
-        if cause := _failure(pods):
+        if cause := terminated_cause(pods):
             code, said = cause
             reason = EXIT_REASONS.get(code, reason)
             message = f"{message}; the workload exited with code {code}" + (f": {said}" if said else "")

@@ -19,7 +19,7 @@ from llmops.operator.api.v1alpha1.deployment import Deployment
 from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
 
 from ..objects import labels, owner_reference
-from .revisions import PORT_NAME, revision_name, selector, service
+from .revisions import revision_name, selector, service
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 POOL_GROUP = "inference.networking.k8s.io"
@@ -99,6 +99,3 @@ def entry_children(deployment: Deployment, stable: int | None, weights: dict[int
         for revision in sorted(weights):
             out += inference_pool(deployment, revision, settings)
     return out
-
-
-__all__ = ["PORT_NAME", "entry_children", "http_route", "inference_pool", "parent_refs"]
