@@ -3,16 +3,29 @@ the operator (it copies it into the resource's Failed condition), and an exit co
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
-TERMINATION_LOG = Path("/dev/termination-log")
-MESSAGE_LIMIT = 4096  # what Kubernetes keeps of a termination message
+from llmops.trainer.config.result import MESSAGE_LIMIT, WorkloadResult
+
+TERMINATION_LOG_ENV = "LLMOPS_TERMINATION_LOG"
+"""Names the termination-message file outside a pod (the local backend sets it per run)."""
+
+
+def termination_log() -> Path:
+    return Path(os.environ.get(TERMINATION_LOG_ENV) or "/dev/termination-log")
 
 
 def write_termination_message(message: str) -> None:
-    if TERMINATION_LOG.exists():
-        TERMINATION_LOG.write_text(message[:MESSAGE_LIMIT])
+    path = termination_log()
+    if path.exists():  # in a pod, the kubelet creates it; where nobody reads it, nothing is written
+        path.write_text(message[:MESSAGE_LIMIT])
+
+
+def report(result: WorkloadResult) -> None:
+    """Leave the workload's result on the result channel (see llmops.trainer.config.result)."""
+    write_termination_message(result.to_message())
 
 
 def fail(program: str, message: str, exit_code: int) -> int:

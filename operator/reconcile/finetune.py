@@ -1,5 +1,5 @@
-"""FineTune: wait for its base model (a PretrainJob's or another FineTune's) and data, then train: one pod
-running the workload, or, for several nodes or GPUs, torchrun on an Indexed Job as a PretrainJob does."""
+"""FineTune: wait for its base model (a PretrainJob's or another FineTune's) and data, then train: one process
+running the workload, or, for several nodes or GPUs, torchrun over the node pool as a PretrainJob does."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.finetune import FineTuneRunConfig
 
 from .dependencies import dependency
-from .storage import local_path
-from .training import (
-    default_output,
-    is_distributed,
-    model_reference,
-    resolve_model,
-    single_pod_children,
-    torchrun_children,
-)
-from .workload import Decision, run_decision, waiting
+from .plan import LaunchPlan, RunObservation, Waiting
+from .training import default_output, is_distributed, model_reference, resolve_model, training_plan
+from .workload import Event
 
 ENTRYPOINT = "llmops-finetune"
 
@@ -31,33 +24,34 @@ def references(ft: FineTune) -> list[tuple[str, str]]:
     return out + ([("Dataset", ft.spec.data.dataset)] if ft.spec.data.dataset else [])
 
 
-def reconcile(ft: FineTune, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
-              settings: OperatorSettings, now: datetime) -> Decision:
-    previous, generation, spec = ft.status or TrainingStatus(), ft.metadata.generation, ft.spec
+def plan(ft: FineTune, refs: dict[tuple[str, str], Any], settings: OperatorSettings) -> LaunchPlan | Waiting:
+    spec = ft.spec
     base = resolve_model(spec.base, refs)
     if not base.ready:
         what = " ".join(model_reference(spec.base) or ("model", ""))
-        return waiting(previous, generation, now, what, base.message, failed=base.failed)
+        return Waiting(what, base.message, base.failed)
     data_uri = spec.data.uri
     if spec.data.dataset:
         data = dependency("Dataset", spec.data.dataset, refs.get(("Dataset", spec.data.dataset)))
         if not data.ready:
-            return waiting(previous, generation, now, f"Dataset {spec.data.dataset}", data.message, data.failed)
+            return Waiting(f"Dataset {spec.data.dataset}", data.message, data.failed)
         data_uri = f"{data.artifact_uri}/documents.jsonl"
     assert base.artifact_uri and data_uri
     output = spec.output.uri or default_output(ft, settings)
     method_settings = {k: v for k, v in (("sft", spec.sft), ("lora", spec.lora), ("dpo", spec.dpo)) if v is not None}
     config = FineTuneRunConfig(
-        base_uri=local_path(base.artifact_uri), data_uri=local_path(data_uri), output_uri=local_path(output),
+        base_uri=base.artifact_uri, data_uri=data_uri, output_uri=output,
         method=spec.method, classification=spec.classification, training=spec.training, checkpoint=spec.checkpoint,
         **method_settings,
         data=spec.data.model_dump(include={"fields", "validation_fraction", "max_examples", "max_length"}),
         lineage={"fineTune": f"{ft.metadata.namespace}/{ft.metadata.name}", "base": base.artifact_uri})
-    children_for = torchrun_children if is_distributed(spec.node_pool) else single_pod_children
-    desired = children_for(
+    return training_plan(
         ft, "finetune", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
-        backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output, base.artifact_uri, data_uri),
-        settings=settings, active_deadline_seconds=spec.active_deadline_seconds)
-    status, events = run_decision(previous, desired, children, generation=generation,
-                                  artifact_uri=f"{output}/model", now=now)
-    return Decision(children=desired, status=status.to_wire(), events=events)
+        backoff_limit=spec.backoff_limit, output=spec.output, reads={"base": base.artifact_uri, "data": data_uri},
+        writes=output, artifact_uri=f"{output}/model", settings=settings, distributed=is_distributed(spec.node_pool),
+        active_deadline_seconds=spec.active_deadline_seconds)
+
+
+def complete(ft: FineTune, status: TrainingStatus, plan: LaunchPlan, observation: RunObservation,
+             refs: dict[tuple[str, str], Any], now: datetime) -> list[Event]:
+    return []

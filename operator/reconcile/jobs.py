@@ -1,7 +1,8 @@
-"""A workload's Kubernetes Job: built from a launch plan (torchx AppDef), and read back into a state.
+"""A workload's Kubernetes Job: built from a launch plan's torchx AppDef, and read back into a run state.
 
-The launch plan is the backend-neutral description (ARCHITECTURE §8): local mode runs the same AppDef
-on this machine; here the Kubernetes backend turns it into a Job. A role with several replicas becomes an
+The launch plan is the backend-neutral description (ARCHITECTURE §8, `plan.py`): the Kubernetes backend
+(`operator/backends/kubernetes.py`) builds its Job with these functions; local mode runs the same plan on this
+machine. A role with several replicas becomes an
 Indexed Job whose pods find each other through a headless Service (pod `<job>-0.<service>` hosts torchrun's
 rendezvous); each pod learns its node rank from its completion index, as Kubeflow Trainer does it.
 """
@@ -18,6 +19,7 @@ from torchx import specs
 from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement
 from llmops.trainer.config import exit_codes
 
+from .plan import RunState
 from .quota import creation_failure
 from .storage import pvc_volumes
 
@@ -169,18 +171,8 @@ def job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kuberne
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": spec}
 
 
-@dataclass(frozen=True)
-class JobState:
-    """What a Job's status means for the resource that owns it."""
-
-    phase: Phase
-    reason: str
-    message: str
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
-    failed_pods: int = 0
-    stalled: bool = False
-    """Nothing moves until someone acts (e.g. raises a quota): Progressing is False."""
+JobState = RunState
+"""A Job's status, read: the backend-neutral run state."""
 
 
 def _time(value: str | None) -> datetime | None:

@@ -1,6 +1,7 @@
-"""PretrainJob: wait for its Dataset, then run torchrun on `nodes` pods (an Indexed Job + headless Service).
+"""PretrainJob: wait for its Dataset, then run torchrun on `nodes` nodes (in a cluster, an Indexed Job + headless
+Service).
 
-Children are named by spec generation, like the Dataset's; the data location is resolved once, when the
+Runs are named by spec generation, like the Dataset's; the data location is resolved once, when the
 run starts, and kept in status, so a Dataset re-running later does not pull the rug from under a run.
 """
 
@@ -15,9 +16,9 @@ from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
 
 from .dependencies import dependency
-from .storage import local_path
-from .training import torchrun_children
-from .workload import Decision, run_decision, waiting
+from .plan import LaunchPlan, RunObservation, Waiting
+from .training import training_plan
+from .workload import Event
 
 ENTRYPOINT = "llmops-pretrain"
 
@@ -43,27 +44,16 @@ def run_config(job: PretrainJob, data_uri: str, vocab_size: int | None,
         steps = steps_for_budget(spec.compute_budget, spec.model.parameter_count(vocab), tokens_per_step)
         training = training.model_copy(update={"max_steps": steps})
     return PretrainRunConfig(
-        data_uri=local_path(data_uri), output_uri=local_path(output_uri(job, settings)), model=spec.model,
+        data_uri=data_uri, output_uri=output_uri(job, settings), model=spec.model,
         training=training, checkpoint=spec.checkpoint,
         lineage={"pretrainJob": f"{job.metadata.namespace}/{job.metadata.name}",
                  **({"dataset": spec.data.dataset} if spec.data.dataset else {})})
 
 
-def desired_children(job: PretrainJob, config: PretrainRunConfig, data_uri: str,
-                     settings: OperatorSettings) -> list[dict[str, Any]]:
-    spec = job.spec
-    return torchrun_children(
-        job, "train", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
-        backoff_limit=spec.backoff_limit, output=spec.output, pvc_uris=(output_uri(job, settings), data_uri),
-        settings=settings, active_deadline_seconds=spec.active_deadline_seconds)
-
-
-def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs: dict[tuple[str, str], Any],
-              settings: OperatorSettings, now: datetime) -> Decision:
-    """Pure: wait for the data, then the children of this generation and the status they imply."""
+def plan(job: PretrainJob, refs: dict[tuple[str, str], Any], settings: OperatorSettings) -> LaunchPlan | Waiting:
+    """Wait for the data, then torchrun on the node pool. The data location is kept from the run's start."""
     previous = job.status or TrainingStatus()
-    generation = job.metadata.generation
-    data_uri = previous.data_uri if previous.observed_generation == generation else None
+    data_uri = previous.data_uri if previous.observed_generation == job.metadata.generation else None
     vocab_size = None
     if data_uri is None and job.spec.data.uri:
         data_uri = job.spec.data.uri
@@ -72,13 +62,19 @@ def reconcile(job: PretrainJob, children: dict[str, list[dict[str, Any]]], refs:
         body = refs.get(("Dataset", name))
         needed = dependency("Dataset", name, body)
         if not needed.ready:
-            return waiting(previous, generation, now, f"Dataset {name}", needed.message, failed=needed.failed)
+            return Waiting(f"Dataset {name}", needed.message, failed=needed.failed)
         data_uri = needed.artifact_uri
         vocab_size = ((body or {}).get("status") or {}).get("stats", {}).get("vocabSize")
     assert data_uri is not None
-    config = run_config(job, data_uri, vocab_size, settings)
-    desired = desired_children(job, config, data_uri, settings)
-    status, events = run_decision(previous, desired, children, generation=generation,
-                                  artifact_uri=f"{output_uri(job, settings)}/model", now=now)
-    status.data_uri = data_uri
-    return Decision(children=desired, status=status.to_wire(), events=events)
+    spec, out = job.spec, output_uri(job, settings)
+    return training_plan(
+        job, "train", ENTRYPOINT, run_config(job, data_uri, vocab_size, settings).to_wire(), pool=spec.node_pool,
+        image=spec.image, backoff_limit=spec.backoff_limit, output=spec.output, reads={"data": data_uri},
+        writes=out, artifact_uri=f"{out}/model", settings=settings, distributed=True,
+        active_deadline_seconds=spec.active_deadline_seconds)
+
+
+def complete(job: PretrainJob, status: TrainingStatus, plan: LaunchPlan, observation: RunObservation,
+             refs: dict[tuple[str, str], Any], now: datetime) -> list[Event]:
+    status.data_uri = plan.reads["data"]
+    return []

@@ -1,26 +1,15 @@
-"""Shared by the training and evaluation kinds: model references, output locations and their children, either
-one pod running the workload or torchrun on an Indexed Job (PretrainJob always, FineTune when distributed)."""
+"""Shared by the training and evaluation kinds: model references, output locations, and their launch plan:
+one process running the workload, or torchrun over a node pool (PretrainJob always, FineTune when distributed)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from torchx import specs
-
 from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, Output, Resource
 from llmops.operator.runtime.settings import OperatorSettings
 
 from .dependencies import Dependency, dependency
-from .jobs import (
-    CONFIG_DIR,
-    CONFIG_FILE,
-    KubernetesOptions,
-    config_map,
-    headless_service,
-    job_from_plan,
-    torchrun_env,
-)
-from .objects import labels, metadata
+from .plan import Compute, Launcher, LaunchPlan, SecretEnv, plan_app
 
 
 def model_reference(ref: ModelRef) -> tuple[str, str] | None:
@@ -63,47 +52,21 @@ def is_distributed(pool: NodePool) -> bool:
     return pool.nodes > 1 or pool.gpus_per_node > 1
 
 
-def torchrun_children(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *,
-                      pool: NodePool, image: ImageSpec, backoff_limit: int, output: Output,
-                      pvc_uris: tuple[str, ...], settings: OperatorSettings,
-                      active_deadline_seconds: int | None = None) -> list[dict[str, Any]]:
-    """ConfigMap, a headless Service when there are several nodes, and an Indexed Job of `pool.nodes` pods, each
-    running `torchrun --no-python entrypoint --config FILE` with one process per GPU (one on a CPU pod)."""
-    meta = metadata(resource, f"{suffix}-{resource.metadata.generation or 1}")
-    children = [config_map(meta, config)]
-    service = None
-    if pool.nodes > 1:
-        service = meta["name"]
-        children.append(headless_service(meta, {**labels(resource), "job-name": meta["name"]}))
-    role = specs.Role(
-        name=suffix, image=workload_image(image, pool.gpus_per_node, settings), entrypoint="torchrun",
-        args=["--no-python", entrypoint, "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        env=torchrun_env(meta["name"], service or "", pool.nodes, max(1, pool.gpus_per_node)),
-        num_replicas=pool.nodes, resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
-    options = KubernetesOptions(
-        config_map=meta["name"], resources=pool.resources, placement=pool, image=image, backoff_limit=backoff_limit,
-        active_deadline_seconds=active_deadline_seconds, queue_name=pool.queue_name,
-        credentials_secret=output.credentials_secret, pvc_uris=tuple(u for u in pvc_uris if u),
-        labels=labels(resource))
-    children.append(job_from_plan(specs.AppDef(name=resource.metadata.name, roles=[role]), meta, options, service))
-    return children
-
-
-def single_pod_children(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *,
-                        pool: NodePool, image: ImageSpec, backoff_limit: int, output: Output,
-                        pvc_uris: tuple[str, ...], settings: OperatorSettings,
-                        active_deadline_seconds: int | None = None) -> list[dict[str, Any]]:
-    """ConfigMap with the workload's config, and a one-pod Job running `entrypoint --config FILE`."""
-    if pool.nodes > 1:
+def training_plan(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *, pool: NodePool,
+                  image: ImageSpec, backoff_limit: int, output: Output, reads: dict[str, str], writes: str,
+                  artifact_uri: str, settings: OperatorSettings, distributed: bool,
+                  active_deadline_seconds: int | None = None, secret_env: tuple[SecretEnv, ...] = ()) -> LaunchPlan:
+    """The plan of a run `<name>-<suffix>-<generation>` of `entrypoint --config FILE`: under torchrun on
+    `pool.nodes` nodes with one process per GPU (one on a CPU node) when `distributed`, else one process."""
+    if not distributed and pool.nodes > 1:
         raise NotImplementedError(f"multi-node {resource.kind} runs are not built yet: set spec.nodePool.nodes to 1")
-    meta = metadata(resource, f"{suffix}-{resource.metadata.generation or 1}")
-    role = specs.Role(name=suffix, image=workload_image(image, pool.gpus_per_node, settings), entrypoint=entrypoint,
-                      args=["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-                      resource=specs.Resource(cpu=-1, gpu=pool.gpus_per_node, memMB=-1))
-    options = KubernetesOptions(
-        config_map=meta["name"], resources=pool.resources, placement=pool, image=image, backoff_limit=backoff_limit,
-        active_deadline_seconds=active_deadline_seconds, queue_name=pool.queue_name,
-        credentials_secret=output.credentials_secret, pvc_uris=tuple(u for u in pvc_uris if u),
-        labels=labels(resource))
-    plan = specs.AppDef(name=resource.metadata.name, roles=[role])
-    return [config_map(meta, config), job_from_plan(plan, meta, options)]
+    app = plan_app(resource.metadata.name, suffix, workload_image(image, pool.gpus_per_node, settings), entrypoint,
+                   replicas=pool.nodes, gpus=pool.gpus_per_node)
+    compute = Compute(image=image, resources=pool.resources, placement=pool, nodes=pool.nodes,
+                      processes_per_node=max(1, pool.gpus_per_node), gpus_per_node=pool.gpus_per_node,
+                      backoff_limit=backoff_limit, active_deadline_seconds=active_deadline_seconds,
+                      queue_name=pool.queue_name, credentials_secret=output.credentials_secret, secret_env=secret_env)
+    return LaunchPlan(run=f"{resource.metadata.name}-{suffix}-{resource.metadata.generation or 1}", app=app,
+                      launcher=Launcher.TORCHRUN if distributed else Launcher.PROCESS, config=config,
+                      reads={k: v for k, v in reads.items() if v}, writes=writes, artifact_uri=artifact_uri,
+                      compute=compute)

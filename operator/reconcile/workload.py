@@ -1,15 +1,17 @@
-"""What every Job-backed kind shares: the decision type, and status from the Job's state."""
+"""What every Job-backed kind shares: the decision type, and status from how its run stands (any backend)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from llmops.operator.api.v1alpha1.common import Phase, WorkloadStatus
+from llmops.operator.runtime.settings import OperatorSettings
 
 from .conditions import get_condition, set_condition
-from .jobs import JobState, job_and_pods, job_events, job_state
+from .plan import LaunchPlan, RunObservation, RunState, Waiting
 
 StatusT = TypeVar("StatusT", bound=WorkloadStatus)
 
@@ -41,19 +43,37 @@ class Decision:
     """Seconds after which to reconcile again even if nothing changes (a pause ends, a check is due)."""
 
 
-def run_decision(previous: StatusT, desired: list[dict[str, Any]], children: dict[str, list[dict[str, Any]]], *,
-                 generation: int | None, artifact_uri: str, now: datetime) -> tuple[StatusT, list[Event]]:
-    """Status and Events of a run whose Job is the last of `desired`, given the children observed now."""
-    job_name = desired[-1]["metadata"]["name"]
-    job, pods = job_and_pods(children, job_name)
-    # The Job is applied before this status is written, so a Job the index does not show yet counts as
-    # created: the status goes straight to PodsPending (or Queued), one status write fewer per run.
-    state = job_state(job if job is not None else desired[-1], job_name, pods, job_events(children, job_name))
-    return workload_status(previous, state, generation=generation, job_name=job_name,
-                           artifact_uri=artifact_uri, now=now)
+class WorkloadKind(Protocol):
+    """What a Job-backed kind's module provides (dataset, pretrainjob, finetune, evaluation)."""
+
+    def references(self, resource: Any) -> list[tuple[str, str]]: ...
+
+    def plan(self, resource: Any, refs: dict[tuple[str, str], Any], settings: OperatorSettings
+             ) -> LaunchPlan | Waiting: ...
+
+    def complete(self, resource: Any, status: Any, plan: LaunchPlan, observation: RunObservation,
+                 refs: dict[tuple[str, str], Any], now: datetime) -> list[Event]: ...
 
 
-def workload_status(previous: StatusT, state: JobState, *, generation: int | None, job_name: str,
+def decide(kind: WorkloadKind, resource: Any, observe: Callable[[LaunchPlan], RunObservation],
+           refs: dict[tuple[str, str], Any], settings: OperatorSettings, now: datetime
+           ) -> tuple[LaunchPlan | None, dict[str, Any], list[Event]]:
+    """Pure, backend-neutral: the plan this resource wants run (None while it waits), and its next status and
+    Events given how the backend says the run stands (`observe`)."""
+    previous = resource.status or type(resource).field_model("status")()
+    generation = resource.metadata.generation
+    planned = kind.plan(resource, refs, settings)
+    if isinstance(planned, Waiting):
+        decision = waiting(previous, generation, now, planned.what, planned.message, planned.failed)
+        return None, decision.status, decision.events
+    observation = observe(planned)
+    status, events = workload_status(previous, observation.state, generation=generation, job_name=planned.run,
+                                     artifact_uri=planned.artifact_uri, now=now)
+    events += kind.complete(resource, status, planned, observation, refs, now)
+    return planned, status.to_wire(), events
+
+
+def workload_status(previous: StatusT, state: RunState, *, generation: int | None, job_name: str,
                     artifact_uri: str, now: datetime) -> tuple[StatusT, list[Event]]:
     """Next status of a Job-backed resource, and an Event when the phase changed."""
     status = previous.model_copy(deep=True)

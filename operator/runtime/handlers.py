@@ -32,6 +32,7 @@ from llmops.operator.api.v1alpha1 import (
     Resource,
 )
 from llmops.operator.api.v1alpha1.common import Phase
+from llmops.operator.backends import kubernetes
 from llmops.operator.reconcile import artifacts, dataset, deployment, evaluation, finetune, pretrainjob, rayjob
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
@@ -84,10 +85,10 @@ class Kind:
         return self.model.names.plural
 
 
-KINDS = (Kind(Dataset, dataset.reconcile, dataset.references),
-         Kind(PretrainJob, pretrainjob.reconcile, pretrainjob.references),
-         Kind(FineTune, finetune.reconcile, finetune.references),
-         Kind(Evaluation, evaluation.reconcile, evaluation.references),
+KINDS = (Kind(Dataset, kubernetes.reconciler(dataset), dataset.references),
+         Kind(PretrainJob, kubernetes.reconciler(pretrainjob), pretrainjob.references),
+         Kind(FineTune, kubernetes.reconciler(finetune), finetune.references),
+         Kind(Evaluation, kubernetes.reconciler(evaluation), evaluation.references),
          Kind(Deployment, deployment.reconcile, deployment.references))
 # Child kinds, each indexed by owner. Pods are only read (a workload's results, failure causes), never written.
 # Routes and pools are watched only while the cluster serves them (Kopf skips a kind that is not served).

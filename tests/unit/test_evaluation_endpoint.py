@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.operator.api.admission import AdmissionError, admit, parse
+from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import evaluation
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EndpointConfig, EvalJobConfig, TaskRun, api_base_url
@@ -115,7 +116,7 @@ class TestEvaluationOfAnEndpoint:
         ev = parse(endpoint_evaluation(apiKeySecret={"name": "canary-key", "key": "token"}))
         # Only the task's Dataset is referenced: no FineTune, no PretrainJob.
         assert evaluation.references(ev) == [("Dataset", "shakespeare")]
-        decision = evaluation.reconcile(ev, {}, {("Dataset", "shakespeare"): succeeded("s3://b/d")}, SETTINGS, NOW)
+        decision = reconcile(evaluation, ev, {}, {("Dataset", "shakespeare"): succeeded("s3://b/d")}, SETTINGS, NOW)
         config_map, job = decision.children
         config = json.loads(config_map["data"]["config.json"])
         assert "modelUri" not in config
@@ -132,7 +133,7 @@ class TestEvaluationOfAnEndpoint:
 
     def test_an_endpoint_without_a_key_gets_no_key_variable(self) -> None:
         ev = parse(endpoint_evaluation())
-        decision = evaluation.reconcile(ev, {}, {("Dataset", "shakespeare"): succeeded("s3://b/d")}, SETTINGS, NOW)
+        decision = reconcile(evaluation, ev, {}, {("Dataset", "shakespeare"): succeeded("s3://b/d")}, SETTINGS, NOW)
         config = json.loads(decision.children[0]["data"]["config.json"])
         assert "apiKeyEnv" not in config["endpoint"]
         (container,) = decision.children[1]["spec"]["template"]["spec"]["containers"]

@@ -9,6 +9,7 @@ import pytest
 
 from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
+from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset
 from llmops.operator.reconcile.conditions import get_condition
 from llmops.operator.reconcile.jobs import job_state
@@ -87,7 +88,7 @@ class TestJobState:
 
 def test_the_dataset_status_says_quota_exceeded_and_clears_when_pods_appear() -> None:
     resource = make_dataset()
-    refused = dataset.reconcile(resource, {"Job": [job(active=0)], "Event": [event(QUOTA)]}, {}, SETTINGS, NOW)
+    refused = reconcile(dataset, resource, {"Job": [job(active=0)], "Event": [event(QUOTA)]}, {}, SETTINGS, NOW)
     assert refused.status["phase"] == "Pending"
     conditions = {c["type"]: c for c in refused.status["conditions"]}
     assert (conditions["Ready"]["status"], conditions["Ready"]["reason"]) == ("False", "QuotaExceeded")
@@ -96,9 +97,9 @@ def test_the_dataset_status_says_quota_exceeded_and_clears_when_pods_appear() ->
     assert [(e.type, e.reason) for e in refused.events] == [("Warning", "QuotaExceeded")]
 
     resource.status = DatasetStatus.model_validate(refused.status)
-    again = dataset.reconcile(resource, {"Job": [job(active=0)], "Event": [event(QUOTA)]}, {}, SETTINGS, NOW)
+    again = reconcile(dataset, resource, {"Job": [job(active=0)], "Event": [event(QUOTA)]}, {}, SETTINGS, NOW)
     assert again.status == refused.status and not again.events  # level-based: nothing new, nothing written
-    moved = dataset.reconcile(resource, {"Job": [job(active=1)], "Pod": [pod(JOB)], "Event": [event(QUOTA)]}, {},
+    moved = reconcile(dataset, resource, {"Job": [job(active=1)], "Pod": [pod(JOB)], "Event": [event(QUOTA)]}, {},
                               SETTINGS, NOW + timedelta(seconds=20))
     conditions_after = DatasetStatus.model_validate(moved.status).conditions
     ready, progressing = get_condition(conditions_after, "Ready"), get_condition(conditions_after, "Progressing")

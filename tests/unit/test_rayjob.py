@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest
 
+from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.common import Phase
+from llmops.operator.backends import kubernetes
+from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset
 from llmops.operator.reconcile.jobs import CONFIG_DIR
 from llmops.operator.reconcile.rayjob import LABEL_RAY_JOB, ray_job_state
 from llmops.operator.reconcile.workload import Rejected
-from llmops.operator.runtime.settings import KubeRayMode
+from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
 from tests.unit.test_reconcile import NOW, SETTINGS, make_dataset, pod
 
 RAY = SETTINGS.model_copy(update={"kuberay": KubeRayMode.ON})
@@ -22,8 +25,12 @@ EXECUTION = {"workers": 3, "resources": {"requests": {"cpu": "4", "memory": "8Gi
                            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]}}
 
 
+def children(resource: Dataset, settings: OperatorSettings = RAY) -> list[dict[str, Any]]:
+    return kubernetes.desired_children(resource, dataset.plan(resource, {}, settings), settings)
+
+
 def ray_children(**spec: Any) -> list[dict[str, Any]]:
-    return dataset.desired_children(make_dataset(execution=EXECUTION, **spec), RAY)
+    return children(make_dataset(execution=EXECUTION, **spec))
 
 
 class TestBuilder:
@@ -75,13 +82,13 @@ class TestBuilder:
         assert [v["name"] for v in worker["volumes"]] == ["shm"] and "envFrom" not in worker["containers"][0]
 
     def test_one_worker_stays_a_job_even_with_kuberay(self) -> None:
-        assert [c["kind"] for c in dataset.desired_children(make_dataset(), RAY)] == ["ConfigMap", "Job"]
+        assert [c["kind"] for c in children(make_dataset())] == ["ConfigMap", "Job"]
 
     @pytest.mark.parametrize("mode", [KubeRayMode.OFF, KubeRayMode.AUTO])  # auto unresolved counts as absent
     def test_without_kuberay_several_workers_are_rejected_with_the_way_out(self, mode: KubeRayMode) -> None:
         settings = SETTINGS.model_copy(update={"kuberay": mode})
         with pytest.raises(Rejected, match="install KubeRay, or set workers to 1") as error:
-            dataset.reconcile(make_dataset(execution={"workers": 3}), {}, {}, settings, NOW)
+            reconcile(dataset, make_dataset(execution={"workers": 3}), {}, {}, settings, NOW)
         assert error.value.reason == "KubeRayUnavailable"
 
 
@@ -127,7 +134,7 @@ def test_a_ray_pod_that_cannot_be_scheduled_is_named() -> None:
 def test_the_dataset_status_follows_its_ray_job_to_success_with_the_artifact() -> None:
     resource = make_dataset(execution=EXECUTION)
     done = ray_job("Complete", "SUCCEEDED", startTime="2026-11-24T11:00:00Z", endTime="2026-11-24T11:30:00Z")
-    decision = dataset.reconcile(resource, {"RayJob": [done]}, {}, RAY, NOW)
+    decision = reconcile(dataset, resource, {"RayJob": [done]}, {}, RAY, NOW)
     status = decision.status
     assert status["phase"] == "Succeeded" and status["jobName"] == NAME
     assert status["artifactUri"] == "pvc://artifacts/team/datasets/shakespeare"

@@ -13,6 +13,7 @@ from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.common import Condition, ConditionStatus, Phase
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
+from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_condition, set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
@@ -84,7 +85,7 @@ def test_job_state(job: dict[str, Any] | None, want_phase: Phase, want_reason: s
 
 class TestDatasetReconcile:
     def test_children_are_a_config_map_and_a_job_named_by_generation(self) -> None:
-        decision = dataset.reconcile(make_dataset(generation=3), {}, {}, SETTINGS, NOW)
+        decision = reconcile(dataset, make_dataset(generation=3), {}, {}, SETTINGS, NOW)
         assert [(c["kind"], c["metadata"]["name"]) for c in decision.children] == [
             ("ConfigMap", "shakespeare-data-3"), ("Job", "shakespeare-data-3")]
         for child in decision.children:
@@ -92,19 +93,19 @@ class TestDatasetReconcile:
             assert child["metadata"]["labels"]["llmops.dev/name"] == "shakespeare"
 
     def test_reconcile_is_deterministic(self) -> None:
-        one = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW)
-        two = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW)
+        one = reconcile(dataset, make_dataset(), {}, {}, SETTINGS, NOW)
+        two = reconcile(dataset, make_dataset(), {}, {}, SETTINGS, NOW)
         assert one == two
 
     def test_job_retries_preemption_for_free_and_fails_fast_on_config_errors(self) -> None:
-        job = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW).children[1]
+        job = reconcile(dataset, make_dataset(), {}, {}, SETTINGS, NOW).children[1]
         rules = job["spec"]["podFailurePolicy"]["rules"]
         assert rules[0]["action"] == "FailJob" and exit_codes.CONFIG_ERROR in rules[0]["onExitCodes"]["values"]
         assert rules[1]["action"] == "Ignore" and rules[1]["onExitCodes"]["values"] == [exit_codes.PREEMPTED]
         assert job["spec"]["backoffLimit"] == 2
 
     def test_pvc_output_is_mounted_and_handed_over_as_a_path(self) -> None:
-        config_map, job = dataset.reconcile(make_dataset(), {}, {}, SETTINGS, NOW).children
+        config_map, job = reconcile(dataset, make_dataset(), {}, {}, SETTINGS, NOW).children
         assert '"outputUri": "/mnt/pvc/artifacts/team/datasets/shakespeare"' in config_map["data"]["config.json"]
         pod = job["spec"]["template"]["spec"]
         assert {"name": "pvc-artifacts", "persistentVolumeClaim": {"claimName": "artifacts"}} in pod["volumes"]
@@ -112,21 +113,21 @@ class TestDatasetReconcile:
     def test_placement_image_and_credentials_reach_the_pod(self) -> None:
         ds = make_dataset(image={"image": "my/trainer:2"}, output={"credentialsSecret": "s3-creds"},
                           execution={"placement": {"nodeSelector": {"pool": "cpu"}}})
-        pod = dataset.reconcile(ds, {}, {}, SETTINGS, NOW).children[1]["spec"]["template"]["spec"]
+        pod = reconcile(dataset, ds, {}, {}, SETTINGS, NOW).children[1]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["image"] == "my/trainer:2" and pod["nodeSelector"] == {"pool": "cpu"}
         assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
 
     def test_status_follows_the_job(self) -> None:
         ds = make_dataset()
-        pending = dataset.reconcile(ds, {}, {}, SETTINGS, NOW)
+        pending = reconcile(dataset, ds, {}, {}, SETTINGS, NOW)
         # The Job is applied in the same reconcile, so the first status already waits for its pod.
         assert pending.status["phase"] == "Pending" and pending.events[0].reason == "PodsPending"
         done_job = {"metadata": {"name": "shakespeare-data-1"},
                     "status": {"conditions": [{"type": "Complete", "status": "True"}],
                                "completionTime": "2026-11-24T12:05:00Z"}}
         ds.status = DatasetStatus.model_validate(pending.status)
-        done = dataset.reconcile(ds, {"Job": [done_job]}, {}, SETTINGS, NOW)
+        done = reconcile(dataset, ds, {"Job": [done_job]}, {}, SETTINGS, NOW)
         assert done.status["phase"] == "Succeeded"
         assert done.status["artifactUri"] == "pvc://artifacts/team/datasets/shakespeare"
         assert {c["type"]: c["status"] for c in done.status["conditions"]} == {
@@ -135,7 +136,7 @@ class TestDatasetReconcile:
 
     def test_more_than_one_worker_without_kuberay_is_rejected(self) -> None:
         with pytest.raises(NotImplementedError, match="spec.execution.workers"):
-            dataset.reconcile(make_dataset(execution={"workers": 4}), {}, {}, SETTINGS, NOW)
+            reconcile(dataset, make_dataset(execution={"workers": 4}), {}, {}, SETTINGS, NOW)
 
 
 def test_storage_paths() -> None:
@@ -166,7 +167,7 @@ class TestPretrainJobReconcile:
         return {"status": {"phase": phase, **status}}
 
     def test_waits_for_a_missing_dataset_and_says_so(self) -> None:
-        decision = pretrainjob.reconcile(self.job(), {}, {("Dataset", "shakespeare"): None}, SETTINGS, NOW)
+        decision = reconcile(pretrainjob, self.job(), {}, {("Dataset", "shakespeare"): None}, SETTINGS, NOW)
         assert decision.children == []
         assert decision.status["phase"] == "Waiting" and decision.status["waitingFor"] == "Dataset shakespeare"
         ready = next(c for c in decision.status["conditions"] if c["type"] == "Ready")
@@ -174,7 +175,7 @@ class TestPretrainJobReconcile:
 
     def test_a_failed_dataset_fails_the_job_with_its_reason(self) -> None:
         body = self.dataset_body("Failed", conditions=[{"type": "Failed", "status": "True", "message": "bad source"}])
-        decision = pretrainjob.reconcile(self.job(), {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        decision = reconcile(pretrainjob, self.job(), {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
         failed = next(c for c in decision.status["conditions"] if c["type"] == "Failed")
         assert decision.status["phase"] == "Failed" and failed["reason"] == "DatasetFailed"
         assert "bad source" in failed["message"]
@@ -184,7 +185,7 @@ class TestPretrainJobReconcile:
                                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]})
         body = self.dataset_body("Succeeded", artifactUri="pvc://artifacts/team/datasets/shakespeare",
                                  stats={"vocabSize": 2048})
-        decision = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        decision = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
         kinds = [(c["kind"], c["metadata"]["name"]) for c in decision.children]
         assert kinds == [("ConfigMap", "tiny-shakespeare-train-1"), ("Service", "tiny-shakespeare-train-1"),
                          ("Job", "tiny-shakespeare-train-1")]
@@ -205,7 +206,7 @@ class TestPretrainJobReconcile:
     def test_a_compute_budget_sets_the_steps(self) -> None:
         job = self.job(training={"maxSteps": DELETE}, computeBudget={"flops": 1e15})
         body = self.dataset_body("Succeeded", artifactUri="s3://b/d", stats={"vocabSize": 2048})
-        decision = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        decision = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
         config = json.loads(decision.children[0]["data"]["config.json"])
         parameters = job.spec.model.parameter_count(2048)
         assert config["training"]["maxSteps"] == int(1e15 / (6 * parameters * 16 * 128))
@@ -213,9 +214,9 @@ class TestPretrainJobReconcile:
     def test_a_started_run_keeps_its_data_when_the_dataset_reruns(self) -> None:
         job = self.job()
         body = self.dataset_body("Succeeded", artifactUri="s3://b/d")
-        first = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
+        first = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
         job.status = TrainingStatus.model_validate(first.status)
-        rerun = pretrainjob.reconcile(job, {}, {("Dataset", "shakespeare"): self.dataset_body("Running")},
+        rerun = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): self.dataset_body("Running")},
                                       SETTINGS, NOW)
         assert [c["kind"] for c in rerun.children] == ["ConfigMap", "Job"] and rerun.status["dataUri"] == "s3://b/d"
 
@@ -227,11 +228,11 @@ def succeeded(uri: str) -> dict[str, Any]:
 class TestFineTuneAndEvaluationReconcile:
     def test_fine_tune_waits_for_its_base_then_trains_from_its_model(self) -> None:
         ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
-        waiting_decision = finetune.reconcile(ft, {}, {("PretrainJob", "tiny-shakespeare"): None}, SETTINGS, NOW)
+        waiting_decision = reconcile(finetune, ft, {}, {("PretrainJob", "tiny-shakespeare"): None}, SETTINGS, NOW)
         assert waiting_decision.status["phase"] == "Waiting"
         assert waiting_decision.status["waitingFor"] == "PretrainJob tiny-shakespeare"
         refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
-        decision = finetune.reconcile(ft, {}, refs, SETTINGS, NOW)
+        decision = reconcile(finetune, ft, {}, refs, SETTINGS, NOW)
         config = json.loads(decision.children[0]["data"]["config.json"])
         assert config["baseUri"] == "s3://b/team/pretrainjobs/tiny-shakespeare/model"
         assert config["method"] == "lora" and config["lora"]["rank"] == 8
@@ -242,7 +243,7 @@ class TestFineTuneAndEvaluationReconcile:
         ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1},
                                                  "spec": {"activeDeadlineSeconds": 3600, "nodePool": pool}}))
         refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
-        job = finetune.reconcile(ft, {}, refs, SETTINGS, NOW).children[-1]
+        job = reconcile(finetune, ft, {}, refs, SETTINGS, NOW).children[-1]
         assert job["kind"] == "Job" and job["spec"]["activeDeadlineSeconds"] == 3600
 
     @pytest.mark.parametrize(("pool", "want_kinds", "want_env"), [
@@ -258,7 +259,7 @@ class TestFineTuneAndEvaluationReconcile:
         ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1},
                                                  "spec": {"nodePool": pool}}))
         refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
-        decision = finetune.reconcile(ft, {}, refs, SETTINGS, NOW)
+        decision = reconcile(finetune, ft, {}, refs, SETTINGS, NOW)
         assert [c["kind"] for c in decision.children] == want_kinds
         assert {c["metadata"]["name"] for c in decision.children} == {"tiny-shakespeare-lora-finetune-1"}
         job_spec = decision.children[-1]["spec"]
@@ -286,7 +287,7 @@ class TestFineTuneAndEvaluationReconcile:
         ev = parse(patched(example("Evaluation"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
         refs = {("FineTune", "tiny-shakespeare-lora"): succeeded("s3://b/m"),
                 ("Dataset", "shakespeare"): succeeded("s3://b/d")}
-        first = evaluation.reconcile(ev, {}, refs, SETTINGS, NOW)
+        first = reconcile(evaluation, ev, {}, refs, SETTINGS, NOW)
         config = json.loads(first.children[0]["data"]["config.json"])
         assert config["modelUri"] == "s3://b/m" and config["tasks"][0]["dataUri"] == "s3://b/d"
         job_name = first.children[1]["metadata"]["name"]
@@ -296,7 +297,7 @@ class TestFineTuneAndEvaluationReconcile:
              "passed": False}]})
         pod = {"metadata": {"labels": {"job-name": job_name}},
                "status": {"containerStatuses": [{"state": {"terminated": {"exitCode": 0, "message": message}}}]}}
-        done = evaluation.reconcile(ev, {"Job": [done_job], "Pod": [pod]}, refs, SETTINGS, NOW)
+        done = reconcile(evaluation, ev, {"Job": [done_job], "Pod": [pod]}, refs, SETTINGS, NOW)
         assert done.status["phase"] == "Succeeded" and done.status["verdict"] == "Failed"
         passed = next(c for c in done.status["conditions"] if c["type"] == "Passed")
         assert passed["status"] == "False" and "heldout/perplexity 512" in passed["message"]

@@ -56,14 +56,18 @@ def test_a_threshold_on_an_unmeasured_metric_fails_and_says_why() -> None:
 
 def test_the_verdict_fits_the_termination_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from llmops.trainer import termination
-    from llmops.trainer.evaluate import cli
+    from llmops.trainer.config.result import MESSAGE_LIMIT, WorkloadResult
 
     log = tmp_path / "termination-log"
     log.write_text("")
-    monkeypatch.setattr(termination, "TERMINATION_LOG", log)
+    monkeypatch.setenv(termination.TERMINATION_LOG_ENV, str(log))
     results = [{"task": f"task-{i}", "metric": "acc", "value": 0.5, "threshold": ">= 0.4", "passed": True}
                for i in range(200)]
-    cli.report_to_operator({"verdict": "Passed", "results": results})
+    termination.report(WorkloadResult(verdict="Passed", results=results))
     message = json.loads(log.read_text())
     assert message["verdict"] == "Passed" and 0 < len(message["results"]) < 200
-    assert len(log.read_text()) <= termination.MESSAGE_LIMIT
+    assert len(log.read_text()) <= MESSAGE_LIMIT
+    # What either backend reads back from the channel: the same typed result, or None for a plain-text cause.
+    read = WorkloadResult.from_message(log.read_text())
+    assert read is not None and read.verdict == "Passed" and read.results[0].task == "task-0"
+    assert WorkloadResult.from_message("model directory /m has no config.json") is None

@@ -9,15 +9,14 @@ retries exits 1, which it does.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from llmops.trainer import termination
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.evaluate import EvalJobConfig
 from llmops.trainer.config.files import ConfigFileError, load_config
+from llmops.trainer.config.result import WorkloadResult
 from llmops.trainer.data.progress import Progress
 
 from .endpoint import EndpointError, UnsupportedTask
@@ -26,17 +25,6 @@ from .tasks import TaskDataError
 
 UNAVAILABLE = 1
 """The endpoint stayed unreachable or overloaded: any exit code but the do-not-retry ones lets the Job retry."""
-
-
-def report_to_operator(document: dict[str, Any]) -> None:
-    """Leave the verdict and as many results as fit in the pod's termination message (the operator reads it)."""
-    results = list(document["results"])
-    while True:
-        message = json.dumps({"verdict": document["verdict"], "results": results}, separators=(",", ":"))
-        if len(message) <= termination.MESSAGE_LIMIT or not results:
-            break
-        results.pop()
-    termination.write_termination_message(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 exit_codes.CONFIG_ERROR if error.permanent else UNAVAILABLE)
     except (OSError, ConfigFileError, TaskDataError, ModelLoadError, NotImplementedError, UnsupportedTask) as error:
         return termination.fail("llmops-evaluate", str(error), exit_codes.CONFIG_ERROR)
-    report_to_operator(document)
+    termination.report(WorkloadResult(verdict=document["verdict"], results=document["results"]))
     print(f"llmops-evaluate: {document['verdict']}", file=sys.stderr)
     for result in document["results"]:
         print(f"  {result['task']}/{result['metric']} = {result['value']:.6g} {result.get('threshold', '')}",

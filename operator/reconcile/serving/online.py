@@ -2,7 +2,8 @@
 
 A Job runs `llmops-evaluate` against the canary revision's own Service (OpenAI-compatible, ours or vLLM's), with the
 tasks and thresholds of spec.canary.analysis.onlineEvaluation. Its verdict comes back as every Evaluation's does
-(the pod's termination message); a Failed verdict is a failed analysis check, with the failing metrics.
+(the result channel: the pod's termination message); a Failed verdict is a failed analysis check, with the
+failing metrics.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from typing import Any
 
 from llmops.operator.api.v1alpha1.common import NodePool, Output
 from llmops.operator.api.v1alpha1.deployment import AnalysisCheck, CanaryStatus, Deployment, MetricCheck, Verdict
+from llmops.operator.backends import kubernetes
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
+from llmops.trainer.config.result import WorkloadResult
 
-from ..evaluation import ENTRYPOINT, verdict_from_pods
+from ..evaluation import ENTRYPOINT
 from ..jobs import job_and_pods, job_state
-from ..training import default_output, single_pod_children
+from ..training import default_output, training_plan
 from .revisions import revision_name
 
 METRIC = "onlineEvaluation"
@@ -42,10 +45,11 @@ def children(deployment: Deployment, state: CanaryStatus, settings: OperatorSett
         "tasks": [{**t.model_dump(exclude={"dataset", "uri"}), "data_uri": t.uri} for t in online.tasks],
         "thresholds": [t.model_dump() for t in online.thresholds], "output_uri": output,
         "name": f"{meta.name}-revision-{state.revision}-step-{state.step + 1}"})
-    return single_pod_children(deployment, _suffix(state), ENTRYPOINT, config.to_wire(), pool=NodePool(),
-                               image=spec.image.model_copy(update={"image": None}), backoff_limit=1,
-                               output=Output(), pvc_uris=tuple(t.uri for t in online.tasks if t.uri),
-                               settings=settings)
+    plan = training_plan(deployment, _suffix(state), ENTRYPOINT, config.to_wire(), pool=NodePool(),
+                         image=spec.image.model_copy(update={"image": None}), backoff_limit=1, output=Output(),
+                         reads={f"task:{t.name}": t.uri or "" for t in online.tasks}, writes=output,
+                         artifact_uri=f"{output}/results.json", settings=settings, distributed=False)
+    return kubernetes.desired_children(deployment, plan, settings)
 
 
 def result(desired: list[dict[str, Any]], observed: dict[str, list[dict[str, Any]]], state: CanaryStatus,
@@ -59,12 +63,12 @@ def result(desired: list[dict[str, Any]], observed: dict[str, list[dict[str, Any
             MetricCheck(metric=METRIC, passed=False)], message=f"online evaluation could not run: {run.message}")
     if run.phase.value != "Succeeded":
         return None
-    document = verdict_from_pods(pods) or {}
-    failing = [f"{r['task']}/{r['metric']} {r.get('value')} (needs {r.get('threshold')})"
-               for r in document.get("results", []) if r.get("passed") is False]
-    passed = document.get("verdict") == "Passed"
-    metrics = [MetricCheck(metric=f"{r['task']}/{r['metric']}", value=r.get("value"), passed=r.get("passed"))
-               for r in document.get("results", [])][:16]
+    reported = kubernetes.result_from_pods(pods) or WorkloadResult()
+    failing = [f"{r.task}/{r.metric.value} {r.value} (needs {r.threshold})" for r in reported.results
+               if r.passed is False]
+    passed = reported.verdict == "Passed"
+    metrics = [MetricCheck(metric=f"{r.task}/{r.metric.value}", value=r.value, passed=r.passed)
+               for r in reported.results][:16]
     message = ("online evaluation passed" if passed else "online evaluation failed: " + ("; ".join(failing)
                or "no verdict reported"))
     return AnalysisCheck(time=now, verdict=Verdict.PASSED if passed else Verdict.FAILED, source="onlineEvaluation",

@@ -1,0 +1,131 @@
+"""The launch plan: one run of a workload, described without saying where it runs (ARCHITECTURE §8).
+
+A kind's `plan()` returns a LaunchPlan (or says what it waits for); a backend runs it: the Kubernetes backend
+(`operator/backends/kubernetes.py`) turns it into a ConfigMap and a Job (or a RayJob), the local backend
+(`operator/backends/local.py`) into processes on this machine. Both read the run back into a RunObservation,
+from which the kind's status follows by the same pure code. Kinds never import a backend.
+
+The plan carries abstract URIs (`pvc://claim/x`, `s3://b/x`, `/abs/x`, `builtin://x`) in its config document;
+turning them into what a process can open is the backend's business (a pvc:// becomes a mount path in a pod).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from torchx import specs
+
+from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement
+from llmops.trainer.config.result import WorkloadResult
+
+CONFIG_ARG = "{config}"
+"""Stands in a role's args for the path of the config document; each backend puts it somewhere and substitutes."""
+
+
+class Launcher(StrEnum):
+    PROCESS = "process"
+    """The role's entrypoint, once."""
+    TORCHRUN = "torchrun"
+    """`torchrun --no-python ENTRYPOINT ...` on each of `nodes` nodes, `processes_per_node` workers each."""
+    RAY = "ray"
+    """The entrypoint as the driver of a Ray cluster of the role's replicas (KubeRay in a cluster)."""
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """An environment variable whose value comes from a Secret's key (the value never enters a plan)."""
+
+    name: str
+    secret: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What the run needs from where it runs."""
+
+    image: ImageSpec
+    resources: ComputeResources = field(default_factory=ComputeResources)
+    placement: Placement = field(default_factory=Placement)
+    nodes: int = 1
+    processes_per_node: int = 1
+    gpus_per_node: int = 0
+    backoff_limit: int = 0
+    """Failed attempts retried (a preemption, exit 75, is retried without counting)."""
+    active_deadline_seconds: int | None = None
+    queue_name: str | None = None
+    credentials_secret: str | None = None
+    """Secret whose keys become environment variables (object-store credentials)."""
+    secret_env: tuple[SecretEnv, ...] = ()
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    run: str
+    """The run's name, unique per spec generation (`<name>-<suffix>-<generation>`): a Job's name in a cluster."""
+    app: specs.AppDef
+    """One role: entrypoint, args (CONFIG_ARG where the config's path goes), env, replicas."""
+    launcher: Launcher
+    config: dict[str, Any]
+    """The workload's config document (wire form), with abstract URIs."""
+    reads: dict[str, str]
+    """Named URIs the run reads (`data`, `base`, `model`, ...)."""
+    writes: str
+    """The output root the run writes under."""
+    artifact_uri: str
+    """What the resource's status.artifactUri is once the run succeeded."""
+    compute: Compute
+
+    @property
+    def role(self) -> specs.Role:
+        (role,) = self.app.roles
+        return role
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        """Every location the run touches, output first."""
+        return (self.writes, *(uri for uri in self.reads.values() if uri))
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """No plan yet: a referenced resource is not ready (or failed, and this one cannot run)."""
+
+    what: str
+    """e.g. "Dataset shakespeare"."""
+    message: str
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a run stands, as any backend reads it."""
+
+    phase: Phase
+    reason: str
+    message: str
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+    failed_pods: int = 0
+    """Failed attempts so far (pods in a cluster, processes locally)."""
+    stalled: bool = False
+    """Nothing moves until someone acts (e.g. raises a quota): Progressing is False."""
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    state: RunState
+    result: WorkloadResult | None = None
+    """What the workload reported on the result channel (a verdict, its metrics), if it did."""
+
+
+def plan_app(name: str, role: str, image: str, entrypoint: str, *, replicas: int = 1, gpus: int = 0,
+             env: dict[str, str] | None = None) -> specs.AppDef:
+    """A one-role AppDef running `entrypoint --config CONFIG_ARG`; cpu and memory are carried by Compute
+    (Kubernetes quantities), so -1 means "not set here"."""
+    return specs.AppDef(name=name, roles=[specs.Role(
+        name=role, image=image, entrypoint=entrypoint, args=["--config", CONFIG_ARG], env=dict(env or {}),
+        num_replicas=replicas, resource=specs.Resource(cpu=-1, gpu=gpus, memMB=-1))])
