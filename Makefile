@@ -6,7 +6,7 @@ PYTHON ?= python3
 # Re-install when the dependency list changes.
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup cluster-binaries test demo generate lint bench bench-setup cluster-up cluster-down clean
+.PHONY: setup cluster-binaries test demo generate lint bench bench-setup cluster-up cluster-down clean kind-e2e
 
 setup: $(INSTALLED) $(BIN)/kubectl $(BIN)/helm
 
@@ -69,6 +69,11 @@ cluster-up: setup cluster-binaries
 
 cluster-down:
 	$(BIN)/python tests/cluster/cluster.py down
+
+# The example lifecycle on a real kind cluster (needs Docker and kind): builds the three images, installs the chart,
+# runs the five resources and asks the served model for a completion. `make kind-e2e DRY_RUN=1` prints the commands.
+kind-e2e: setup
+	HELM=$(BIN)/helm KUBECTL=$(BIN)/kubectl hack/kind-e2e.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
