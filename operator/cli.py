@@ -10,10 +10,6 @@ from pathlib import Path
 NOT_BUILT_EXIT_CODE = 3
 
 
-class NotBuiltYet(NotImplementedError):
-    """A command whose implementation arrives with a later issue; says so instead of pretending."""
-
-
 def _generate(args: argparse.Namespace) -> int:
     from .api.crds import stale_files, write_generated
 
@@ -44,6 +40,59 @@ def _validate(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+DEFAULT_STORE = ".llmops"
+
+
+def _add_store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=Path(DEFAULT_STORE),
+                        help=f"the local store: statuses, events, runs and artifacts (default: ./{DEFAULT_STORE})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .local.display import Display
+    from .local.inspect import load_resources
+    from .local.runner import Runner, RunOptions
+
+    options = RunOptions(paths=[Path(p) for p in args.filename], store=args.store, dry_run=args.dry_run,
+                         force=set(args.force), serve=args.serve, prompt=args.prompt)
+    with Display() as display:
+        code = Runner(options, display).execute()
+        if not args.dry_run and args.store.exists():
+            display.finish(load_resources(args.store), args.store)
+    return code
+
+
+def _get(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .local.inspect import find, get_table, load_resources
+
+    resources = load_resources(args.store)
+    try:
+        if args.name:
+            resources = [find(resources, f"{args.kind}/{args.name}")]
+        if args.output == "yaml":
+            print(yaml.safe_dump_all(resources, sort_keys=False), end="")
+        else:
+            print(get_table(resources, args.kind, wide=args.output == "wide"))
+    except ValueError as error:
+        print(f"llmops get: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from .local.inspect import describe, find, load_events, load_resources
+
+    try:
+        resource = find(load_resources(args.store), args.name)
+    except ValueError as error:
+        print(f"llmops describe: {error}", file=sys.stderr)
+        return 1
+    print(describe(resource, load_events(args.store, resource["kind"], resource["metadata"]["name"])))
+    return 0
+
+
 def _operator_run(_: argparse.Namespace) -> int:
     from .runtime.main import run
 
@@ -68,12 +117,6 @@ def _serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _not_built(what: str) -> int:
-    message = f"{what} is not built yet: it arrives with a later issue (see README, 'Status')."
-    print(f"llmops: {NotBuiltYet(message)}", file=sys.stderr)
-    return NOT_BUILT_EXIT_CODE
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmops",
@@ -90,9 +133,27 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("-f", "--filename", action="append", required=True, help="file or directory")
     validate.set_defaults(func=_validate)
 
-    run = commands.add_parser("run", help="run manifests on this machine (local mode)")
-    run.add_argument("-f", "--filename", action="append", required=True, help="file or directory")
-    run.set_defaults(func=lambda _: _not_built("local mode (`llmops run`)"))
+    run = commands.add_parser("run", help="run manifests on this machine (local mode), as a cluster would")
+    run.add_argument("-f", "--filename", action="append", required=True, help="file or directory (repeatable)")
+    _add_store_option(run)
+    run.add_argument("--dry-run", action="store_true", help="print the plan (order, waits, what would run) and stop")
+    run.add_argument("--force", action="append", default=[], metavar="NAME",
+                     help="run this resource again even if nothing changed (NAME or KIND/NAME; repeatable)")
+    run.add_argument("--serve", action="store_true", help="keep the Deployment's model server up until Ctrl-C")
+    run.add_argument("--prompt", help="the smoke completion's prompt (default: a line from the examples)")
+    run.set_defaults(func=_run)
+
+    get = commands.add_parser("get", help="list the resources of the local store, as kubectl get does")
+    get.add_argument("kind", nargs="?", help="kind, plural or short name (default: all)")
+    get.add_argument("name", nargs="?", help="one resource's name")
+    get.add_argument("-o", "--output", choices=["table", "wide", "yaml"], default="table")
+    _add_store_option(get)
+    get.set_defaults(func=_get)
+
+    describe = commands.add_parser("describe", help="one resource of the local store in full, with its Events")
+    describe.add_argument("name", help="NAME or KIND/NAME")
+    _add_store_option(describe)
+    describe.set_defaults(func=_describe)
 
     operator = commands.add_parser("operator", help="the Kubernetes operator")
     operator_commands = operator.add_subparsers(dest="operator_command", required=True, metavar="COMMAND")

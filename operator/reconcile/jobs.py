@@ -196,7 +196,6 @@ def job_events(children: dict[str, list[dict[str, Any]]], job_name: str) -> list
 # Container waiting reasons that mean "this will not start by itself".
 STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError")
-EXIT_REASONS = {exit_codes.NON_FINITE_LOSS: "NonFiniteLoss", exit_codes.CONFIG_ERROR: "ConfigError"}
 
 
 def stuck_pod(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
@@ -243,7 +242,7 @@ def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] 
         message = condition.get("message") or f"Job {name} failed"
         if cause := terminated_cause(pods):
             code, said = cause
-            reason = EXIT_REASONS.get(code, reason)
+            reason = exit_codes.REASONS.get(code, reason)
             message = f"{message}; the workload exited with code {code}" + (f": {said}" if said else "")
         return JobState(Phase.FAILED, reason, message, start, _time(condition.get("lastTransitionTime")), failed)
     if "Suspended" in conditions or job.get("spec", {}).get("suspend"):

@@ -45,10 +45,3 @@ def test_validate_rejects_a_bad_manifest_naming_the_field(tmp_path: Path) -> Non
 def test_generate_check_passes_on_a_clean_tree() -> None:
     result = llmops("generate", "--check")
     assert result.returncode == 0, result.stderr
-
-
-def test_commands_not_built_yet_say_so_and_fail() -> None:
-    for args in (("run", "-f", str(EXAMPLES)),):
-        result = llmops(*args)
-        assert result.returncode == 3
-        assert "is not built yet" in result.stderr

@@ -13,3 +13,5 @@ CONFIG_ERROR = 78  # EX_CONFIG: the spec cannot work (bad source, unloadable mod
 
 DO_NOT_RETRY = (NON_FINITE_LOSS, CONFIG_ERROR)
 RETRY_FREE = (PREEMPTED,)
+REASONS = {NON_FINITE_LOSS: "NonFiniteLoss", CONFIG_ERROR: "ConfigError"}
+"""The condition reason a run that ended with one of these codes fails with (either backend)."""

@@ -75,7 +75,7 @@ def _meta(deployment: Deployment, name: str, extra: dict[str, str] | None = None
             "ownerReferences": [owner_reference(deployment)]}
 
 
-def _server_config(deployment: Deployment) -> dict[str, Any]:
+def server_config(deployment: Deployment) -> dict[str, Any]:
     """The part of spec.server that llmops-serve reads (the Kubernetes-only fields stay here)."""
     server = deployment.spec.server
     config = ServerConfig.model_validate(server.model_dump(include=set(ServerConfig.model_fields)))
@@ -156,7 +156,7 @@ def revision_children(deployment: Deployment, revision: RevisionSpec, replicas: 
         # In-place updates (resources, placement) never drop below the ready pods there are.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": template}}
-    return [config_map(_meta(deployment, name, extra), _server_config(deployment)), apps,
+    return [config_map(_meta(deployment, name, extra), server_config(deployment)), apps,
             service(deployment, name, selector(deployment, revision.revision), extra)]
 
 
