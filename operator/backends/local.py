@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +101,7 @@ class LocalBackend:
         self.store = store
         self.cores = cores or os.cpu_count() or 1
         self.runs: dict[str, LocalRun] = {}
+        self.forced = False
 
     def run_directory(self, kind: str, name: str, plan: LaunchPlan) -> Path:
         return self.store / "runs" / kind.lower() / name / plan.run
@@ -170,22 +172,27 @@ class LocalBackend:
         run.state = RunState(Phase.FAILED, reason, message, run.started, now, run.failed_attempts)
 
     def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
-        """SIGTERM to every running workload (it checkpoints, as in a pod), SIGKILL after the grace period."""
+        """SIGTERM to every running workload (it checkpoints, as in a pod), SIGKILL after the grace period or
+        once `force()` was called (a second Ctrl-C: the signal handler only sets the flag)."""
         live = [run for run in self.runs.values() if run.process is not None]
         for run in live:
             run.stopping = True
-            assert run.process is not None
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(run.process.pid, signal.SIGTERM)
+                os.killpg(run.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + grace_seconds
         for run in live:
-            assert run.process is not None
-            try:
-                run.process.wait(grace_seconds)
-            except subprocess.TimeoutExpired:
+            process = run.process
+            assert process is not None
+            while process.poll() is None and time.monotonic() < deadline and not self.forced:
+                time.sleep(0.1)
+            if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(run.process.pid, signal.SIGKILL)
-                run.process.wait()
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
             self._poll(run)
+
+    def force(self) -> None:
+        self.forced = True
 
     def run_of(self, plan_run: str) -> LocalRun | None:
         return self.runs.get(plan_run)

@@ -90,6 +90,12 @@ def load(paths: list[Path]) -> list[Loaded]:
     if not documents:
         raise ManifestError(f"no manifests found in {', '.join(map(str, paths))}")
     for file, manifest in documents:
+        if not isinstance(manifest, dict):
+            problems.append(f"{file}: a YAML document that is not a manifest (a mapping with apiVersion, kind, "
+                            "metadata and spec)")
+            continue
+        if not isinstance(manifest.get("metadata"), dict):
+            manifest["metadata"] = {}
         title = f"{manifest.get('kind')}/{(manifest.get('metadata') or {}).get('name')}"
         manifest.setdefault("metadata", {}).setdefault("namespace", DEFAULT_NAMESPACE)
         try:

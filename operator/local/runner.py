@@ -139,7 +139,7 @@ class Runner:
             self.display.log("llmops run: stopping (the running workload checkpoints first; Ctrl-C again to force)")
             self.interrupted = True
         else:
-            self.backend.stop(grace_seconds=0)
+            self.backend.force()
 
     def _run_all(self, items: list[Loaded]) -> int:
         for item in items:

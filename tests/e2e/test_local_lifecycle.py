@@ -1,0 +1,172 @@
+"""The whole lifecycle through `llmops run`, as a user runs it: Dataset -> PretrainJob -> FineTune -> Evaluation
+gate -> a served completion, on the small manifests next to this file (the demo's, sized for a test)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmops.operator.api.v1alpha1 import Dataset, Deployment, Evaluation, FineTune, PretrainJob
+
+LIFECYCLE = Path(__file__).parent / "lifecycle"
+MODELS = {"Dataset": Dataset, "PretrainJob": PretrainJob, "FineTune": FineTune, "Evaluation": Evaluation,
+          "Deployment": Deployment}
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "model-card.md", "lineage.json",
+               "loss-curve.png")
+
+pytestmark = pytest.mark.slow
+
+
+def llmops(*args: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_executable(), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def _executable() -> str:
+    found = shutil.which("llmops", path=str(Path(sys.executable).parent))
+    assert found, "the console script `llmops` is installed with the package"
+    return found
+
+
+def names() -> dict[str, str]:
+    """Kind -> name of each manifest in the test lifecycle."""
+    out = {}
+    for file in sorted(LIFECYCLE.glob("*.yaml")):
+        document = yaml.safe_load(file.read_text())
+        out[document["kind"]] = document["metadata"]["name"]
+    return out
+
+
+def saved(store: Path, kind: str) -> dict[str, Any]:
+    return yaml.safe_load((store / "resources" / kind.lower() / f"{names()[kind]}.yaml").read_text())
+
+
+def test_the_whole_lifecycle_runs_locally_gated_and_served(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    run = llmops("run", "-f", LIFECYCLE, "--store", store)
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+
+    # Every status is saved exactly as .status would be in a cluster: the API models read each back.
+    bodies = {kind: saved(store, kind) for kind in MODELS}
+    for kind, body in bodies.items():
+        MODELS[kind].model_validate(body)
+    for kind in ("Dataset", "PretrainJob", "FineTune", "Evaluation"):
+        status = bodies[kind]["status"]
+        assert status["phase"] == "Succeeded", (kind, status)
+        assert {c["type"]: c["status"] for c in status["conditions"]}["Succeeded"] == "True"
+        assert Path(status["artifactUri"]).exists(), (kind, status["artifactUri"])
+        assert status["artifactUri"].startswith(str(store.resolve() / "artifacts")), "artifacts go to the store"
+
+    data = Path(bodies["Dataset"]["status"]["artifactUri"])
+    assert (data / "manifest.json").is_file() and (data / "tokenizer.json").is_file()
+    for kind in ("PretrainJob", "FineTune"):
+        model = Path(bodies[kind]["status"]["artifactUri"])
+        assert [f for f in MODEL_FILES if not (model / f).is_file()] == [], kind
+        assert bodies[kind]["status"]["progress"]["percent"] == "100%"
+        assert bodies[kind]["status"]["metrics"]["loss"] > 0
+
+    # The gate: a Passed verdict for the very model served, every threshold held, the same as results.json.
+    evaluation = bodies["Evaluation"]["status"]
+    assert evaluation["verdict"] == "Passed"
+    assert evaluation["modelUri"] == bodies["FineTune"]["status"]["artifactUri"]
+    assert all(r["passed"] for r in evaluation["results"] if "passed" in r)
+    on_disk = json.loads(Path(evaluation["artifactUri"]).read_text())
+    assert on_disk["verdict"] == "Passed" and len(on_disk["results"]) == len(evaluation["results"])
+
+    # Served: the gate's verdict recorded on the revision, the URL printed, a completion answered and printed.
+    deployment = bodies["Deployment"]["status"]
+    conditions = {c["type"]: c for c in deployment["conditions"]}
+    assert conditions["Gated"]["status"] == "True" and conditions["Gated"]["reason"] == "EvaluationPassed"
+    assert deployment["history"][0]["modelUri"] == bodies["FineTune"]["status"]["artifactUri"]
+    assert f"serving '{names()['Deployment']}' at http://127.0.0.1:" in output
+    completion = next(line for line in output.splitlines() if "/v1/completions" in line)
+    assert "-> ''" not in completion, completion
+    assert "happen in a cluster" in output, "what only a cluster does is said, not skipped"
+
+    # The summary names the artifacts, the model card, the loss plot and the verdict.
+    for text in ("model-card.md", "loss-curve.png", "Passed"):
+        assert text in run.stdout, text
+
+    # kubectl-style reading of the store.
+    listed = llmops("get", "--store", store)
+    assert listed.returncode == 0, listed.stderr
+    for name in names().values():
+        assert name in listed.stdout
+    described = llmops("describe", f"Evaluation/{names()['Evaluation']}", "--store", store)
+    assert described.returncode == 0 and "Passed" in described.stdout, described.stderr
+
+    # Nothing changed: a second run skips every workload, as a controller that sees nothing to do.
+    again = llmops("run", "-f", LIFECYCLE, "--store", store)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for kind in ("Dataset", "PretrainJob", "FineTune", "Evaluation"):
+        assert f"{kind}/{names()[kind]}: unchanged" in again.stdout + again.stderr
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _train_steps(log: str) -> list[int]:
+    steps = []
+    for line in log.splitlines():
+        if line.startswith("{") and '"event": "train"' in line:
+            document = json.loads(line)
+            if "loss" in document:
+                steps.append(int(document["step"]))
+    return steps
+
+
+def test_ctrl_c_during_pretraining_checkpoints_and_a_rerun_resumes_there_and_skips_the_dataset(
+        tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    upto_pretraining = [LIFECYCLE / "01-dataset.yaml", LIFECYCLE / "02-pretrainjob.yaml"]
+    args = [a for f in upto_pretraining for a in ("-f", str(f))]
+    runner = subprocess.Popen([_executable(), "run", *args, "--store", str(store)], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    resource = store / "resources" / "pretrainjob" / f"{names()['PretrainJob']}.yaml"
+
+    def training() -> bool:
+        if not resource.exists():
+            return False
+        status = (yaml.safe_load(resource.read_text()) or {}).get("status") or {}
+        return status.get("phase") == "Running" and (status.get("progress") or {}).get("completed", 0) >= 1
+
+    try:
+        _wait_for(training, 600, "the PretrainJob to report its first steps")
+    finally:
+        runner.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
+    output, _ = runner.communicate(timeout=180)
+    assert runner.returncode == 130, output
+
+    status = yaml.safe_load(resource.read_text())["status"]
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert status["phase"] == "Pending" and ready["reason"] == "Interrupted", status
+    output_root = Path(status["artifactUri"] if status.get("artifactUri") else
+                       store / "artifacts" / "default" / "pretrainjobs" / names()["PretrainJob"])
+    checkpoints = sorted((output_root / "checkpoints").glob("step-*"))
+    assert checkpoints, "SIGTERM wrote a checkpoint"
+    checkpointed = int(checkpoints[-1].name.removeprefix("step-"))
+    log = next((store / "runs" / "pretrainjob" / names()["PretrainJob"]).glob("*/output.log"))
+    before = log.read_text()
+    assert max(_train_steps(before)) <= checkpointed
+
+    rerun = llmops("run", *args, "--store", store)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"Dataset/{names()['Dataset']}: unchanged" in rerun.stdout
+    resumed = _train_steps(log.read_text()[len(before):])
+    assert resumed and min(resumed) > checkpointed, (checkpointed, resumed)
+    assert saved(store, "PretrainJob")["status"]["phase"] == "Succeeded"
