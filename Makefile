@@ -35,10 +35,11 @@ test: setup cluster-binaries prometheus
 	$(BIN)/ruff check operator trainer tests
 	$(BIN)/pytest
 
+# The example lifecycle on this machine (local mode): curate, pretrain, fine-tune, evaluate, and serve once the
+# gate passed. State and artifacts go to .llmops/ (`llmops get`, `llmops describe NAME` read it); a second
+# `make demo` skips what did not change.
 demo: setup
-	$(BIN)/llmops validate -f examples/lifecycle
-	@echo "The local run of this lifecycle (llmops run -f examples/lifecycle) arrives with a later issue;"
-	@echo "today the demo validates the five manifests exactly as the API server would."
+	$(BIN)/llmops run -f examples/lifecycle
 
 # Benchmarks: each prints `NAME: ratio=X` last. datatrove (the data_pipeline baseline) needs a newer
 # huggingface-hub than transformers allows, so the data benchmark runs from its own venv.

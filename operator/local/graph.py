@@ -4,6 +4,7 @@ operator watches. A reference to a resource not in the set, and a cycle, are err
 from __future__ import annotations
 
 import graphlib
+import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -37,10 +38,13 @@ def ordered(items: list[Loaded]) -> list[Loaded]:
         cycle = " -> ".join(f"{kind}/{name}" for kind, name in error.args[1])
         raise ManifestError(f"the references form a cycle: {cycle}; a resource cannot wait for itself") from None
     out: list[Loaded] = []
+    ready: list[tuple[int, str, str]] = []  # a heap: the earliest kind in the lifecycle first, then by name
     while sorter.is_active():
-        ready = sorted(sorter.get_ready(), key=lambda key: (KIND_ORDER.index(key[0]), key[1]))
-        out += [by_key[key] for key in ready]
-        sorter.done(*ready)
+        for kind, name in sorter.get_ready():
+            heapq.heappush(ready, (KIND_ORDER.index(kind), kind, name))
+        _, kind, name = heapq.heappop(ready)
+        out.append(by_key[(kind, name)])
+        sorter.done((kind, name))
     return out
 
 
