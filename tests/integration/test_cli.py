@@ -45,3 +45,31 @@ def test_validate_rejects_a_bad_manifest_naming_the_field(tmp_path: Path) -> Non
 def test_generate_check_passes_on_a_clean_tree() -> None:
     result = llmops("generate", "--check")
     assert result.returncode == 0, result.stderr
+
+
+def test_run_dry_run_prints_the_plan_in_order_and_runs_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    result = llmops("run", "--dry-run", "-f", str(EXAMPLES), "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    steps = [line for line in result.stdout.splitlines() if line[:2] in {"1.", "2.", "3.", "4.", "5."}]
+    assert [s.split()[1] for s in steps] == ["Dataset/shakespeare", "PretrainJob/tiny-shakespeare",
+                                            "FineTune/tiny-shakespeare-lora", "Evaluation/tiny-shakespeare-lora",
+                                            "Deployment/tiny-shakespeare"]
+    assert "waits for nothing; would run: process llmops-data" in steps[0]
+    assert "waits for Dataset/shakespeare; would run: llmops-pretrain once Dataset shakespeare" in steps[1]
+    assert "check its gate" in steps[4]
+    assert not (store / "resources").exists() and not (store / "runs").exists(), "a dry run runs nothing"
+
+
+def test_run_stops_before_anything_runs_when_a_manifest_is_bad(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES, tmp_path / "lifecycle")
+    bad = patched(example("PretrainJob"), {"spec": {"training": {"maxSteps": 1}}})
+    (tmp_path / "lifecycle" / "02-pretrainjob.yaml").write_text(yaml.safe_dump(bad))
+    (tmp_path / "lifecycle" / "data" / "instructions.jsonl").unlink()
+    result = llmops("run", "-f", str(tmp_path / "lifecycle"), "--store", str(tmp_path / "store"))
+    assert result.returncode == 1
+    assert "nothing was run" in result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "02-pretrainjob.yaml" in said and "spec.training.schedule.warmupSteps" in said
+    assert "03-finetune.yaml: FineTune/tiny-shakespeare-lora: spec.data.uri" in said and "does not exist" in said
+    assert not (tmp_path / "store" / "runs").exists()
