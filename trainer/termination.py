@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from llmops.trainer.config.result import MESSAGE_LIMIT, WorkloadResult
 
@@ -33,3 +34,10 @@ def fail(program: str, message: str, exit_code: int) -> int:
     print(f"{program}: {message}", file=sys.stderr)
     write_termination_message(message)
     return exit_code
+
+
+def report_trained(model_dir: str, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Rank 0, once a trained model is exported: where it is and its final losses, on the result channel."""
+    loss = next((e["loss"] for e in reversed(history) if e.get("loss") is not None), None)
+    metrics = {"loss": loss, "validationLoss": summary.get("validationLoss")}
+    report(WorkloadResult(artifact_uri=model_dir, metrics={k: float(v) for k, v in metrics.items() if v is not None}))

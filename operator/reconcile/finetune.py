@@ -13,7 +13,14 @@ from llmops.trainer.config.finetune import FineTuneRunConfig
 
 from .dependencies import dependency
 from .plan import LaunchPlan, RunObservation, Waiting
-from .training import default_output, is_distributed, model_reference, resolve_model, training_plan
+from .training import (
+    default_output,
+    is_distributed,
+    model_reference,
+    resolve_model,
+    training_plan,
+    with_final_metrics,
+)
 from .workload import Event
 
 ENTRYPOINT = "llmops-finetune"
@@ -54,4 +61,5 @@ def plan(ft: FineTune, refs: dict[tuple[str, str], Any], settings: OperatorSetti
 
 def complete(ft: FineTune, status: TrainingStatus, plan: LaunchPlan, observation: RunObservation,
              refs: dict[tuple[str, str], Any], now: datetime) -> list[Event]:
+    with_final_metrics(status, observation)
     return []

@@ -17,7 +17,7 @@ from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
 
 from .dependencies import dependency
 from .plan import LaunchPlan, RunObservation, Waiting
-from .training import training_plan
+from .training import training_plan, with_final_metrics
 from .workload import Event
 
 ENTRYPOINT = "llmops-pretrain"
@@ -77,4 +77,5 @@ def plan(job: PretrainJob, refs: dict[tuple[str, str], Any], settings: OperatorS
 def complete(job: PretrainJob, status: TrainingStatus, plan: LaunchPlan, observation: RunObservation,
              refs: dict[tuple[str, str], Any], now: datetime) -> list[Event]:
     status.data_uri = plan.reads["data"]
+    with_final_metrics(status, observation)
     return []

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, Output, Resource
+from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, Output, Phase, Resource
+from llmops.operator.api.v1alpha1.pretrainjob import TrainingMetrics, TrainingStatus
 from llmops.operator.runtime.settings import OperatorSettings
 
 from .dependencies import Dependency, dependency
-from .plan import Compute, Launcher, LaunchPlan, SecretEnv, plan_app
+from .plan import Compute, Launcher, LaunchPlan, RunObservation, SecretEnv, plan_app
 
 
 def model_reference(ref: ModelRef) -> tuple[str, str] | None:
@@ -70,3 +71,13 @@ def training_plan(resource: Resource, suffix: str, entrypoint: str, config: dict
                       launcher=Launcher.TORCHRUN if distributed else Launcher.PROCESS, config=config,
                       reads={k: v for k, v in reads.items() if v}, writes=writes, artifact_uri=artifact_uri,
                       compute=compute)
+
+
+def with_final_metrics(status: TrainingStatus, observation: RunObservation) -> None:
+    """A succeeded run's final losses as the workload reported them on the result channel: shown even when no
+    progress line was read after the last step (the log is read on a timer, the result once at the end)."""
+    result = observation.result
+    if status.phase is not Phase.SUCCEEDED or result is None or not result.metrics:
+        return
+    current = status.metrics.to_wire() if status.metrics else {}
+    status.metrics = TrainingMetrics.model_validate({**current, **result.metrics})

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from llmops.operator.api.v1alpha1 import Dataset, Deployment, Evaluation, FineTune, PretrainJob
+from llmops.trainer.config.result import WorkloadResult
 
 LIFECYCLE = Path(__file__).parent / "lifecycle"
 MODELS = {"Dataset": Dataset, "PretrainJob": PretrainJob, "FineTune": FineTune, "Evaluation": Evaluation,
@@ -73,6 +74,10 @@ def test_the_whole_lifecycle_runs_locally_gated_and_served(tmp_path: Path) -> No
         assert [f for f in MODEL_FILES if not (model / f).is_file()] == [], kind
         assert bodies[kind]["status"]["progress"]["percent"] == "100%"
         assert bodies[kind]["status"]["metrics"]["loss"] > 0
+        # The result channel: the workload's own word on where its model is and its final losses.
+        (said,) = (store / "runs" / kind.lower() / names()[kind]).glob("*/termination-log")
+        result = WorkloadResult.from_message(said.read_text())
+        assert result is not None and result.artifact_uri == str(model) and result.metrics["loss"] > 0
 
     # The gate: a Passed verdict for the very model served, every threshold held, the same as results.json.
     evaluation = bodies["Evaluation"]["status"]

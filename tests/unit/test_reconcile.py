@@ -21,6 +21,7 @@ from llmops.operator.reconcile.jobs import job_state
 from llmops.operator.reconcile.storage import local_path, pvc_volumes
 from llmops.operator.runtime.settings import OperatorSettings
 from llmops.trainer.config import exit_codes
+from llmops.trainer.config.result import WorkloadResult
 from tests.conftest import DELETE, example, patched
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -302,6 +303,18 @@ class TestFineTuneAndEvaluationReconcile:
         passed = next(c for c in done.status["conditions"] if c["type"] == "Passed")
         assert passed["status"] == "False" and "heldout/perplexity 512" in passed["message"]
         assert "VerdictFailed" in [e.reason for e in done.events]
+
+    def test_a_finished_training_run_shows_the_final_losses_it_reported_on_the_result_channel(self) -> None:
+        ft = parse(patched(example("FineTune"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
+        refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/base")}
+        job_name = reconcile(finetune, ft, {}, refs, SETTINGS, NOW).children[-1]["metadata"]["name"]
+        done_job = {"metadata": {"name": job_name}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+        message = WorkloadResult(artifact_uri="s3://b/ft/model", metrics={"loss": 1.25, "validationLoss": 1.5})
+        pod = {"metadata": {"labels": {"job-name": job_name}}, "status": {"containerStatuses": [
+            {"state": {"terminated": {"exitCode": 0, "message": message.to_message()}}}]}}
+        done = reconcile(finetune, ft, {"Job": [done_job], "Pod": [pod]}, refs, SETTINGS, NOW)
+        assert done.status["phase"] == "Succeeded"
+        assert done.status["metrics"]["loss"] == 1.25 and done.status["metrics"]["validationLoss"] == 1.5
 
 
 def pod(job: str, **status: Any) -> dict[str, Any]:

@@ -30,6 +30,9 @@ class WorkloadResult(StatusModel):
     artifact_uri: str | None = None
     """Where the workload wrote its output, when it says so."""
 
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """A training run's final figures (`loss`, `validationLoss`), in TrainingMetrics' wire names."""
+
     def to_message(self) -> str:
         """Compact JSON within MESSAGE_LIMIT: results are dropped from the end until it fits."""
         result = self.model_copy(deep=True)

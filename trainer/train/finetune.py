@@ -36,7 +36,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.files import load_config
 from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
-from llmops.trainer.termination import fail
+from llmops.trainer.termination import fail, report_trained
 
 from .checkpoint import Checkpointer, Preempted, sigterm_requests
 from .distributed import barrier, global_mean, init_distributed, shutdown
@@ -345,6 +345,7 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
             metrics.report(step=max_steps, validationLoss=summary["validationLoss"], **extras)
         export(method.exportable(), tokenizer, Path(config.output_uri) / "model", summary=summary,
                history=metrics.history, lineage={"base": config.base_uri, "data": config.data_uri, **config.lineage})
+        report_trained(str(Path(config.output_uri) / "model"), metrics.history, summary)
     barrier()  # the run is done when the model is written, for every rank
     return summary, method
 

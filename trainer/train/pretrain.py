@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
-from llmops.trainer.termination import fail
+from llmops.trainer.termination import fail, report_trained
 
 from .checkpoint import Checkpointer, Preempted, sigterm_requests
 from .distributed import init_distributed
@@ -191,6 +191,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                history=metrics.history,
                lineage={"datasetManifestSha256": _sha256(data_dir / "manifest.json"), "dataset": str(data_dir),
                         **config.lineage})
+        report_trained(str(out_dir / "model"), metrics.history, summary)
     if dist.is_initialized():
         dist.barrier()
     return summary, model
