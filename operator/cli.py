@@ -54,7 +54,8 @@ def _run(args: argparse.Namespace) -> int:
     from .local.runner import Runner, RunOptions
 
     options = RunOptions(paths=[Path(p) for p in args.filename], store=args.store, dry_run=args.dry_run,
-                         force=set(args.force), serve=args.serve, prompt=args.prompt)
+                         force=set(args.force), serve=args.serve, prompt=args.prompt,
+                         artifact_root=args.artifact_root)
     with Display() as display:
         code = Runner(options, display).execute()
         if not args.dry_run and args.store.exists():
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run this resource again even if nothing changed (NAME or KIND/NAME; repeatable)")
     run.add_argument("--serve", action="store_true", help="keep the Deployment's model server up until Ctrl-C")
     run.add_argument("--prompt", help="the smoke completion's prompt (default: a line from the examples)")
+    run.add_argument("--artifact-root", metavar="URI",
+                     help="where outputs go when a spec names none: a folder or fsspec URI (default: STORE/artifacts)")
     run.set_defaults(func=_run)
 
     get = commands.add_parser("get", help="list the resources of the local store, as kubectl get does")

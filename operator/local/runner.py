@@ -54,18 +54,20 @@ class RunOptions:
     serve: bool = False
     prompt: str | None = None
     cores: int | None = None
+    artifact_root: str | None = None
+    """Where outputs go when a spec names none (a folder or an fsspec URI); default: the store's artifacts/."""
 
 
-def settings_for(store: Store) -> OperatorSettings:
-    """The operator's settings, with the store's artifact folder as the artifact root."""
-    return OperatorSettings(artifact_root=str(store.artifacts.resolve()))
+def settings_for(store: Store, artifact_root: str | None = None) -> OperatorSettings:
+    """The operator's settings, with the store's artifact folder (or the root given) as the artifact root."""
+    return OperatorSettings(artifact_root=artifact_root or str(store.artifacts.resolve()))
 
 
 class Runner:
     def __init__(self, options: RunOptions, display: Any, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.options = options
         self.store = Store(options.store)
-        self.settings = settings_for(self.store)
+        self.settings = settings_for(self.store, options.artifact_root)
         self.backend = LocalBackend(self.store.root, options.cores)
         self.display = display
         self.clock = clock
