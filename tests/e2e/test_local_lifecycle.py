@@ -115,6 +115,41 @@ def test_the_whole_lifecycle_runs_locally_gated_and_served(tmp_path: Path) -> No
     for kind in ("Dataset", "PretrainJob", "FineTune", "Evaluation"):
         assert f"{kind}/{names()[kind]}: unchanged" in again.stdout + again.stderr
 
+    # A gate the model cannot pass: only the changed Evaluation runs again, its verdict is Failed, and the model
+    # is not served; the run says which threshold failed.
+    changed = _copy_with_evaluation(tmp_path / "changed", {"task": _perplexity_task(), "metric": "perplexity",
+                                                           "max": 1.0})
+    gated = llmops("run", "-f", changed, "--store", store)
+    said = gated.stdout + gated.stderr
+    assert gated.returncode == 1, said
+    for kind in ("Dataset", "PretrainJob", "FineTune"):
+        assert f"{kind}/{names()[kind]}: unchanged" in said
+    assert saved(store, "Evaluation")["status"]["verdict"] == "Failed"
+    assert "not served" in said and f"{_perplexity_task()}/perplexity" in said and "needs <= 1.0" in said
+    gate = {c["type"]: c for c in saved(store, "Deployment")["status"]["conditions"]}["Gated"]
+    assert gate["status"] == "False" and gate["reason"] == "EvaluationFailed"
+    assert "/v1/completions" not in said
+
+
+def _perplexity_task() -> str:
+    evaluation = yaml.safe_load((LIFECYCLE / "04-evaluation.yaml").read_text())
+    return next(t["name"] for t in evaluation["spec"]["tasks"] if t["type"] == "perplexity")
+
+
+def _copy_with_evaluation(folder: Path, threshold: dict[str, Any]) -> Path:
+    """The test lifecycle in `folder` with the Evaluation's thresholds replaced; its data linked, so every other
+    resource resolves to the very same inputs."""
+    folder.mkdir()
+    for entry in LIFECYCLE.iterdir():
+        if entry.suffix == ".yaml":
+            shutil.copy(entry, folder / entry.name)
+        elif not entry.name.startswith((".", "__")):
+            (folder / entry.name).symlink_to(entry.resolve())
+    evaluation = yaml.safe_load((folder / "04-evaluation.yaml").read_text())
+    evaluation["spec"]["thresholds"] = [threshold]
+    (folder / "04-evaluation.yaml").write_text(yaml.safe_dump(evaluation))
+    return folder
+
 
 def _wait_for(condition: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
