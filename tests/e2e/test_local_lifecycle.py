@@ -4,11 +4,13 @@ gate -> a served completion, on the small manifests next to this file (the demo'
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +117,11 @@ def test_the_whole_lifecycle_runs_locally_gated_and_served(tmp_path: Path) -> No
     for kind in ("Dataset", "PretrainJob", "FineTune", "Evaluation"):
         assert f"{kind}/{names()[kind]}: unchanged" in again.stdout + again.stderr
 
+    # --serve keeps the server up until Ctrl-C; it answers an OpenAI-style request meanwhile, and is gone after.
+    url = _serve_until_ctrl_c(store)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/readyz", timeout=2)
+
     # A gate the model cannot pass: only the changed Evaluation runs again, its verdict is Failed, and the model
     # is not served; the run says which threshold failed.
     changed = _copy_with_evaluation(tmp_path / "changed", {"task": _perplexity_task(), "metric": "perplexity",
@@ -129,6 +136,31 @@ def test_the_whole_lifecycle_runs_locally_gated_and_served(tmp_path: Path) -> No
     gate = {c["type"]: c for c in saved(store, "Deployment")["status"]["conditions"]}["Gated"]
     assert gate["status"] == "False" and gate["reason"] == "EvaluationFailed"
     assert "/v1/completions" not in said
+
+
+def _serve_until_ctrl_c(store: Path) -> str:
+    """Run with --serve, ask the server for a completion while it serves, then Ctrl-C; the server's URL."""
+    runner = subprocess.Popen([_executable(), "run", "-f", str(LIFECYCLE), "--store", str(store), "--serve"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert runner.stdout is not None
+    url = None
+    try:
+        for line in runner.stdout:
+            if found := re.search(r"serving '[^']+' at (http://127\.0\.0\.1:\d+)/v1", line):
+                url = found.group(1)
+            if "serving until Ctrl-C" in line:
+                break
+        assert url, "the served URL is printed"
+        request = urllib.request.Request(f"{url}/v1/completions", method="POST", headers={
+            "Content-Type": "application/json"}, data=json.dumps({"model": names()["Deployment"], "prompt": "A",
+                                                                  "max_tokens": 4}).encode())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert json.loads(response.read())["choices"][0]["text"] is not None
+    finally:
+        runner.send_signal(signal.SIGINT)
+        rest, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 0, rest
+    return url
 
 
 def _perplexity_task() -> str:
@@ -210,3 +242,13 @@ def test_ctrl_c_during_pretraining_checkpoints_and_a_rerun_resumes_there_and_ski
     resumed = _train_steps(log.read_text()[len(before):])
     assert resumed and min(resumed) > checkpointed, (checkpointed, resumed)
     assert saved(store, "PretrainJob")["status"]["phase"] == "Succeeded"
+
+    # --force runs it again as a new run (generation 2) from step 1: the earlier checkpoints are set aside, kept.
+    forced = llmops("run", *args, "--store", store, "--force", f"PretrainJob/{names()['PretrainJob']}")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    again = saved(store, "PretrainJob")
+    assert again["metadata"]["generation"] == 2 and again["status"]["phase"] == "Succeeded"
+    assert again["status"]["jobName"].endswith("-2")
+    assert (output_root / "checkpoints.previous-1").is_dir()
+    (second,) = (store / "runs" / "pretrainjob" / names()["PretrainJob"]).glob("*-2/output.log")
+    assert min(_train_steps(second.read_text())) <= 10, "a forced run starts from scratch"
