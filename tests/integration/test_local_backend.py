@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,6 +244,18 @@ class TestStop:
         assert time.monotonic() - started < 5
         state = backend.observe(KIND, NAME, plan).state
         assert state.phase is Phase.PENDING and state.reason == "Interrupted"
+        assert backend.run_of(plan.run).exit_codes == [-9]
+
+    def test_force_during_the_grace_period_kills_at_once(self, tmp_path: Path, backend: LocalBackend) -> None:
+        """A second Ctrl-C: the signal handler only calls force(); the waiting stop() then kills."""
+        fake = workload(tmp_path, {"sleep": 30, "ignore_sigterm": True})
+        plan = plan_for(fake)
+        backend.observe(KIND, NAME, plan)
+        fake.wait_ready()
+        threading.Timer(0.3, backend.force).start()
+        started = time.monotonic()
+        backend.stop(grace_seconds=60)
+        assert time.monotonic() - started < 10
         assert backend.run_of(plan.run).exit_codes == [-9]
 
     def test_stop_leaves_finished_runs_as_they_are(self, tmp_path: Path, backend: LocalBackend) -> None:
