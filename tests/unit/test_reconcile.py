@@ -13,6 +13,7 @@ from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.common import Condition, ConditionStatus, Phase
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
+from llmops.operator.backends import kubernetes
 from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_condition, set_condition
@@ -203,6 +204,12 @@ class TestPretrainJobReconcile:
         config = json.loads(decision.children[0]["data"]["config.json"])
         assert config["dataUri"] == "/mnt/pvc/artifacts/team/datasets/shakespeare"
         assert decision.status["dataUri"] == "pvc://artifacts/team/datasets/shakespeare"
+        # The plan itself is backend-neutral: abstract URIs; only the pod's copy of the config has mount paths.
+        plan = pretrainjob.plan(job, {("Dataset", "shakespeare"): body}, SETTINGS)
+        assert plan.config["dataUri"] == "pvc://artifacts/team/datasets/shakespeare"
+        assert plan.reads == {"data": "pvc://artifacts/team/datasets/shakespeare"}
+        assert plan.role.entrypoint == "llmops-pretrain" and plan.launcher.value == "torchrun"
+
 
     def test_a_compute_budget_sets_the_steps(self) -> None:
         job = self.job(training={"maxSteps": DELETE}, computeBudget={"flops": 1e15})
@@ -343,3 +350,11 @@ class TestPodsExplainTheState:
             "exitCode": 65, "message": "NonFiniteLoss: loss nan at step 120"}}}])
         state = job_state(failed, self.JOB, [dead])
         assert state.reason == "NonFiniteLoss" and "loss nan at step 120" in state.message
+
+
+def test_a_pod_sees_pvc_uris_as_mount_paths_but_lineage_keeps_where_things_are() -> None:
+    document = {"dataUri": "pvc://c/x", "tasks": [{"dataUri": "pvc://c/t"}, {"dataUri": "s3://b/t"}], "seed": 3,
+                "lineage": {"base": "pvc://c/model"}}
+    assert kubernetes.in_pod(document) == {
+        "dataUri": "/mnt/pvc/c/x", "tasks": [{"dataUri": "/mnt/pvc/c/t"}, {"dataUri": "s3://b/t"}], "seed": 3,
+        "lineage": {"base": "pvc://c/model"}}
