@@ -81,8 +81,10 @@ class TestOrder:
     def test_references_and_upstream_name_what_a_resource_waits_for(self, tmp_path: Path) -> None:
         items = lifecycle(tmp_path)
         evaluation = next(item for item in items if item.resource.kind == "Evaluation")
-        assert references(evaluation) == [("FineTune", "tiny-shakespeare-lora"), ("Dataset", "shakespeare")]
-        assert titles(upstream(evaluation, items)) == ["FineTune/tiny-shakespeare-lora", "Dataset/shakespeare"]
+        assert references(evaluation) == [("FineTune", "tiny-shakespeare-lora"), ("PretrainJob", "tiny-shakespeare"),
+                                          ("Dataset", "shakespeare")]  # model, baseline, a task's Dataset
+        assert titles(upstream(evaluation, items)) == ["FineTune/tiny-shakespeare-lora", "PretrainJob/tiny-shakespeare",
+                                                       "Dataset/shakespeare"]
 
 
 class TestDanglingReferences:
@@ -99,10 +101,11 @@ class TestDanglingReferences:
         message = problem(items)
         assert "Evaluation/tiny-shakespeare-lora references FineTune tiny-shakespeare-lora" in message
         assert "Evaluation/tiny-shakespeare-lora references Dataset shakespeare" in message
+        assert "Evaluation/tiny-shakespeare-lora references PretrainJob tiny-shakespeare" in message  # its baseline
         assert "Deployment/tiny-shakespeare references FineTune tiny-shakespeare-lora" in message
         # the Deployment's gate is in the set, so it is not reported
         assert "references Evaluation" not in message
-        assert len(message.splitlines()) == 3
+        assert len(message.splitlines()) == 4
 
     def test_a_same_named_resource_of_another_kind_does_not_satisfy_a_reference(self, tmp_path: Path) -> None:
         # The Evaluation is named like the FineTune it scores; without the FineTune the reference dangles.

@@ -67,7 +67,9 @@ class TestRelativeUris:
         tasks = example("Evaluation")["spec"]["tasks"]
         write(tmp_path / "eval" / "evaluation.yaml", example("Evaluation"))
         data = tmp_path / "eval" / "data" / "multiple-choice.jsonl"
-        touch(data)
+        for task in tasks:
+            if "uri" in task:
+                touch(tmp_path / "eval" / task["uri"])
         (loaded,) = load([tmp_path / "eval" / "evaluation.yaml"])
         assert tasks[1]["uri"] == "./data/multiple-choice.jsonl"
         assert loaded.resource.spec.tasks[1].uri == str(data)
