@@ -93,7 +93,7 @@ BAD_CASES = [
             _spec(thresholds=[{"task": "heldout", "metric": "perplexity", "min": 1, "max": 9}]),
             "spec.thresholds[0]"),
     BadCase("evaluation-relative-without-baseline", "Evaluation",
-            _spec(thresholds=[{"task": "heldout", "metric": "perplexity", "relativeTo": "baseline"}]),
+            _spec(baseline=DELETE, thresholds=[{"task": "heldout", "metric": "perplexity", "relativeTo": "baseline"}]),
             "spec.baseline"),
     BadCase("evaluation-unknown-metric", "Evaluation",
             _spec(thresholds=[{"task": "heldout", "metric": "bleu", "min": 0.1}]), "spec.thresholds[0].metric"),

@@ -93,7 +93,7 @@ def test_tasks_an_endpoint_cannot_answer_fail_naming_the_task_and_why(task_type:
 def endpoint_evaluation(**model: Any) -> dict[str, Any]:
     return patched(example("Evaluation"), {
         "metadata": {"namespace": "team", "uid": "u", "generation": 1},
-        "spec": {"model": {"fineTune": DELETE, "endpoint": {**ENDPOINT, **model}}}})
+        "spec": {"model": {"fineTune": DELETE, "endpoint": {**ENDPOINT, **model}}, "baseline": DELETE}})
 
 
 class TestEvaluationOfAnEndpoint:

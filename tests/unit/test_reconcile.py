@@ -217,7 +217,8 @@ class TestPretrainJobReconcile:
         decision = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
         config = json.loads(decision.children[0]["data"]["config.json"])
         parameters = job.spec.model.parameter_count(2048)
-        assert config["training"]["maxSteps"] == int(1e15 / (6 * parameters * 16 * 128))
+        batch = job.spec.training.batch.micro_batch_size
+        assert config["training"]["maxSteps"] == int(1e15 / (6 * parameters * batch * 128))
 
     def test_a_started_run_keeps_its_data_when_the_dataset_reruns(self) -> None:
         job = self.job()
@@ -294,6 +295,7 @@ class TestFineTuneAndEvaluationReconcile:
     def test_evaluation_reads_its_verdict_from_the_pod_termination_message(self) -> None:
         ev = parse(patched(example("Evaluation"), {"metadata": {"namespace": "team", "uid": "u", "generation": 1}}))
         refs = {("FineTune", "tiny-shakespeare-lora"): succeeded("s3://b/m"),
+                ("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/base"),
                 ("Dataset", "shakespeare"): succeeded("s3://b/d")}
         first = reconcile(evaluation, ev, {}, refs, SETTINGS, NOW)
         config = json.loads(first.children[0]["data"]["config.json"])
