@@ -34,7 +34,7 @@ STOP_GRACE_SECONDS = 60.0
 INTERRUPTED = "Interrupted"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -58,7 +58,7 @@ def command(plan: LaunchPlan, config_path: Path, cores: int) -> list[str]:
     if plan.launcher is Launcher.TORCHRUN:
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                 "--nproc-per-node", str(processes(plan, cores)), "--master-addr", "127.0.0.1",
-                "--master-port", str(_free_port()), "--no-python", executable(role.entrypoint), *args]
+                "--master-port", str(free_port()), "--no-python", executable(role.entrypoint), *args]
     return [executable(role.entrypoint), *args]
 
 

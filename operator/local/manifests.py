@@ -44,7 +44,7 @@ def is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
-def _uris(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any], str]]:
+def uri_fields(value: Any, path: str = "spec") -> Iterator[tuple[str, dict[str, Any], str]]:
     """(field path, the dict holding it, key) of every `uri` field in a spec, however deep."""
     if isinstance(value, dict):
         for key, child in value.items():
@@ -52,16 +52,16 @@ def _uris(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any], str]]:
             if key == "uri" and isinstance(child, str):
                 yield where, value, key
             else:
-                yield from _uris(child, where)
+                yield from uri_fields(child, where)
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            yield from _uris(child, f"{path}[{index}]")
+            yield from uri_fields(child, f"{path}[{index}]")
 
 
 def resolve_uris(manifest: dict[str, Any], directory: Path) -> list[str]:
     """Make relative `uri:` paths absolute next to the manifest (in place); the problems found, as messages."""
     problems = []
-    for where, holder, key in _uris(manifest.get("spec") or {}, "spec"):
+    for where, holder, key in uri_fields(manifest.get("spec") or {}):
         uri = holder[key]
         if uri.startswith("pvc://"):
             problems.append(f"{where}: {uri} names a PersistentVolumeClaim, which only a cluster has: give a local "

@@ -29,7 +29,7 @@ from llmops.operator.reconcile.workload import WorkloadKind, decide
 from llmops.operator.runtime.settings import OperatorSettings
 
 from .graph import ordered, upstream
-from .manifests import Loaded, ManifestError, is_local, load
+from .manifests import Loaded, ManifestError, is_local, load, uri_fields
 from .store import INPUT_DIGEST, MANIFEST, OUTPUT_DIGEST, Store, content_digest, spec_digest
 
 KINDS: dict[str, WorkloadKind] = {"Dataset": dataset, "PretrainJob": pretrainjob, "FineTune": finetune,
@@ -85,7 +85,7 @@ class Runner:
                   ((self.bodies.get(u.key) or {}).get("metadata", {}).get("annotations", {}).get(OUTPUT_DIGEST, ""))
                   for u in upstream(item, items)}
         spec = item.resource.spec.to_wire()
-        for uri in _uris(spec):
+        for uri in (holder[key] for _, holder, key in uri_fields(spec)):
             if is_local(uri) and not uri.startswith(str(self.store.root.resolve())):
                 inputs[uri] = content_digest(Path(uri.removeprefix("file://")))
         return spec_digest(spec, inputs)
@@ -263,14 +263,6 @@ class Runner:
         if isinstance(planned, Waiting):
             return f"{KINDS[item.resource.kind].ENTRYPOINT} once {planned.what} has succeeded"
         return f"{planned.launcher.value} {planned.role.entrypoint}, writing {planned.writes}"
-
-
-def _uris(value: Any) -> list[str]:
-    if isinstance(value, dict):
-        return [u for k, v in value.items() for u in ([v] if k == "uri" and isinstance(v, str) else _uris(v))]
-    if isinstance(value, list):
-        return [u for v in value for u in _uris(v)]
-    return []
 
 
 def _wire_time(moment: datetime) -> str:

@@ -17,7 +17,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from llmops.operator.api.v1alpha1.deployment import Deployment, DeploymentPhase, DeploymentStatus, Outcome, Revision
-from llmops.operator.backends.local import _free_port, executable
+from llmops.operator.backends.local import executable, free_port
 from llmops.operator.reconcile.conditions import set_condition
 from llmops.operator.reconcile.serving import gate
 from llmops.operator.reconcile.serving.revisions import server_config
@@ -80,7 +80,7 @@ def _run_server(runner: Runner, item: Loaded, deployment: Deployment, status: De
     directory = runner.store.root / "runs" / "deployment" / deployment.metadata.name / "server"
     config_path = directory / "config.json"
     write_atomically(config_path, json.dumps(server_config(deployment), indent=2))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = directory / "output.log"
     with log.open("ab") as out:
