@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +13,7 @@ NOT_BUILT_EXIT_CODE = 3
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .api.crds import stale_files, write_generated
+    from .api.generated import stale_files, write_generated
 
     root = Path(args.root)
     if args.check:
@@ -100,22 +102,18 @@ def _operator_run(_: argparse.Namespace) -> int:
     return run()
 
 
-def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    try:
-        from llmops.trainer.serve.cli import add_options
-    except ImportError:  # an install without the `serve` extra: `llmops serve` then says what is missing
-        return
-    add_options(parser)
-
-
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        from llmops.trainer.serve.cli import run
-    except ImportError as error:
-        print(f"llmops: the model server needs the `serve` extra (pip install 'llmops-operator[serve]'): {error}",
-              file=sys.stderr)
+    """Hand over to the model server's own entry point (a separate process image, as `kubectl` plugins are): the
+    CLI stays above the workloads and imports none of them."""
+    server = Path(sys.executable).with_name("llmops-serve")
+    if not server.exists():
+        server = Path(shutil.which("llmops-serve") or server)
+    if not server.exists():
+        print("llmops: the model server needs the `serve` extra (pip install 'llmops-operator[serve]'): "
+              "llmops-serve is not installed", file=sys.stderr)
         return NOT_BUILT_EXIT_CODE
-    return run(args)
+    os.execv(server, [str(server), "--model", args.model, *args.options])
+    return 0  # not reached: execv replaces this process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
     serve.add_argument("model", help="Hugging Face-format model directory or fsspec URI")
-    _add_serve_options(serve)
+    serve.add_argument("options", nargs=argparse.REMAINDER, help="options of llmops-serve (llmops-serve --help)")
     serve.set_defaults(func=_serve)
 
     from .rollout_cli import add_parser as add_rollout_parser

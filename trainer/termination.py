@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from llmops.trainer.config.result import MESSAGE_LIMIT, WorkloadResult
-
-TERMINATION_LOG_ENV = "LLMOPS_TERMINATION_LOG"
-"""Names the termination-message file outside a pod (the local backend sets it per run)."""
+from llmops.trainer.config.result import MESSAGE_LIMIT, TERMINATION_LOG_ENV, CheckpointStatus, WorkloadResult
 
 
 def termination_log() -> Path:
@@ -36,8 +33,11 @@ def fail(program: str, message: str, exit_code: int) -> int:
     return exit_code
 
 
-def report_trained(model_dir: str, history: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """Rank 0, once a trained model is exported: where it is and its final losses, on the result channel."""
+def report_trained(model_dir: str, history: list[dict[str, Any]], summary: dict[str, Any], *,
+                   parameters: int | None = None, checkpoint: CheckpointStatus | None = None) -> None:
+    """Rank 0, once a trained model is exported: where it is, its final losses, its trainable parameters and
+    newest checkpoint, on the result channel."""
     loss = next((e["loss"] for e in reversed(history) if e.get("loss") is not None), None)
     metrics = {"loss": loss, "validationLoss": summary.get("validationLoss")}
-    report(WorkloadResult(artifact_uri=model_dir, metrics={k: float(v) for k, v in metrics.items() if v is not None}))
+    report(WorkloadResult(artifact_uri=model_dir, metrics={k: float(v) for k, v in metrics.items() if v is not None},
+                          parameters=parameters, checkpoint=checkpoint))

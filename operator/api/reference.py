@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .crds import kind_of, openapi_schema
 from .schema import Schema
 from .v1alpha1 import API_VERSION, KINDS
 
 
 def render_reference() -> str:
-    from .crds import kind_of, openapi_schema
-
     lines = [
         "<!-- Generated from the API models by `llmops generate`. Do not edit by hand. -->",
         "# API reference: `" + API_VERSION + "`",

@@ -33,7 +33,7 @@ from llmops.operator.reconcile.rayjob import KIND as RAY_JOB
 from llmops.operator.reconcile.rayjob import ray_job_from_plan, ray_job_pods, ray_job_state
 from llmops.operator.reconcile.storage import local_path
 from llmops.operator.reconcile.workload import Decision, Rejected, WorkloadKind, decide
-from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
+from llmops.operator.settings import KubeRayMode, OperatorSettings
 from llmops.trainer.config.result import WorkloadResult
 
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"

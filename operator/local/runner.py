@@ -26,7 +26,7 @@ from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.plan import Waiting
 from llmops.operator.reconcile.progress import parse_progress, with_progress
 from llmops.operator.reconcile.workload import WorkloadKind, decide
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 
 from .graph import ordered, upstream
 from .manifests import Loaded, ManifestError, is_local, load, uri_fields

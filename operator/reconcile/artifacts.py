@@ -16,7 +16,7 @@ from typing import Any
 from torchx import specs
 
 from llmops.operator.api.v1alpha1.common import ComputeResources, Placement, Resource
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.artifacts import ArtifactCleanupConfig, is_root
 
 from .conditions import set_condition

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.data import DataJobConfig, PipelineConfig
 
 from .plan import Compute, Launcher, LaunchPlan, RunObservation, plan_app

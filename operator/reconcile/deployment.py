@@ -28,7 +28,7 @@ from llmops.operator.api.v1alpha1.deployment import (
     Revision,
     Verdict,
 )
-from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
+from llmops.operator.settings import OperatorSettings, TrafficRouter
 
 from .conditions import get_condition, set_condition
 from .jobs import stuck_pod, terminated_cause

@@ -15,7 +15,7 @@ from typing import Any
 from llmops.operator.api.v1alpha1 import Evaluation
 from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.api.v1alpha1.evaluation import EvaluationStatus, ModelEndpoint, Verdict
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
 from llmops.trainer.config.result import WorkloadResult
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from llmops.operator.api.v1alpha1 import FineTune
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.finetune import FineTuneRunConfig
 
 from .dependencies import dependency

@@ -12,7 +12,7 @@ from typing import Any
 
 from llmops.operator.api.v1alpha1 import PretrainJob
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.training import PretrainRunConfig, steps_for_budget
 
 from .dependencies import dependency

@@ -7,7 +7,7 @@ from typing import Any
 
 from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, Output, Phase, Resource
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingMetrics, TrainingStatus
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 
 from .dependencies import Dependency, dependency
 from .plan import Compute, Launcher, LaunchPlan, RunObservation, SecretEnv, plan_app

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from llmops.operator.api.v1alpha1.common import Phase, WorkloadStatus
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 
 from .conditions import get_condition, set_condition
 from .plan import LaunchPlan, RunObservation, RunState, Waiting

@@ -44,7 +44,7 @@ from llmops.operator.reconcile.workload import Decision
 
 from .kube import KubeWriter
 from .metrics import OperatorMetrics
-from .settings import KubeRayMode, OperatorSettings, TrafficRouter
+from ..settings import KubeRayMode, OperatorSettings, TrafficRouter
 
 RESYNC_SECONDS = 60.0
 # The indexes lag behind our own writes by a watch round trip. For this long after a write we trust what we

@@ -20,7 +20,7 @@ from .handlers import Controller, register
 from .kube import KubeWriter
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
-from .settings import OperatorSettings
+from ..settings import OperatorSettings
 
 log = logging.getLogger("llmops.operator")
 

@@ -186,7 +186,9 @@ def test_pause_promote_abort_and_undo_from_the_cli(cluster: TestCluster, kubectl
 
 def test_a_child_the_api_server_refuses_is_a_condition_with_its_message_not_a_hot_retry(
         cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
-    replica = operators.start("op", REPLICAS_ROUTER)
+    # Watching only this namespace: the error counter is per kind, and an earlier test's namespace, still being
+    # deleted, has refused writes (HTTP 403, namespace terminating) of its own.
+    replica = operators.start("op", {**REPLICAS_ROUTER, "LLMOPS_WATCH_NAMESPACES": namespace})
     apply(kubectl, namespace, evaluation(MODEL_1),
           llm_deployment(MODEL_1, placement={"nodeSelector": {"not a label key!": "x"}}))
     finish_evaluation(cluster, namespace, 1, passed=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from llmops.operator.reconcile.objects import LABEL_NAME
 from llmops.operator.reconcile.serving import revisions
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from tests.conftest import example, patched
 from tests.integration.test_helm import CHART, helm, only, render
 

@@ -20,7 +20,7 @@ from llmops.operator.backends.local import LocalBackend
 from llmops.operator.reconcile.plan import CONFIG_ARG, Compute, Launcher, LaunchPlan, RunObservation, plan_app
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.result import WorkloadResult
-from llmops.trainer.termination import TERMINATION_LOG_ENV
+from llmops.trainer.config.result import TERMINATION_LOG_ENV
 
 KIND, NAME = "FineTune", "fake"
 FINAL = (Phase.SUCCEEDED, Phase.FAILED)

@@ -12,7 +12,7 @@ import pytest
 
 from llmops.operator.api.admission import parse
 from llmops.operator.reconcile.artifacts import FINALIZER, cleanup, finalizers
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.artifacts import is_root
 from tests.conftest import example, patched
 

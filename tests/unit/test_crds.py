@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmops.operator.api.crds import crd, generated_files, stale_files
+from llmops.operator.api.crds import crd
+from llmops.operator.api.generated import generated_files, stale_files
 from llmops.operator.api.v1alpha1 import KINDS
 from llmops.trainer.config import cel
 

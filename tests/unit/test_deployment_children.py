@@ -7,7 +7,7 @@ from typing import Any
 from llmops.operator.api.admission import parse
 from llmops.operator.api.v1alpha1.deployment import Deployment
 from llmops.operator.reconcile.serving import revisions, traffic
-from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
+from llmops.operator.settings import OperatorSettings, TrafficRouter
 from tests.conftest import example, patched
 
 SETTINGS = OperatorSettings(server_image="server:1", vllm_image="vllm:1", epp_image="epp:1",

@@ -16,7 +16,7 @@ from llmops.operator.api.v1alpha1 import rollout_commands as commands
 from llmops.operator.reconcile import deployment
 from llmops.operator.reconcile.serving.samples import Window
 from llmops.operator.reconcile.workload import Decision
-from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
+from llmops.operator.settings import OperatorSettings, TrafficRouter
 from tests.conftest import DELETE, example, patched
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

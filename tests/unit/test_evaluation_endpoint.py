@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from llmops.operator.api.admission import AdmissionError, admit, parse
 from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import evaluation
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EndpointConfig, EvalJobConfig, TaskRun, api_base_url
 from llmops.trainer.evaluate.endpoint import (
     ScoredText,

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from llmops.operator.runtime.main import FINALIZER, kopf_settings
-from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
+from llmops.operator.settings import KubeRayMode, OperatorSettings
 
 
 def test_defaults_serve_all_namespaces() -> None:

@@ -20,7 +20,7 @@ from llmops.operator.reconcile.progress import ProgressReport, parse_progress, p
 from llmops.operator.reconcile.workload import workload_status
 from llmops.operator.runtime.handlers import KINDS, Controller
 from llmops.operator.runtime.metrics import OperatorMetrics
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 
 JOB = "tiny-train-1"
 

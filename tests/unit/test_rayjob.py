@@ -15,7 +15,7 @@ from llmops.operator.reconcile import dataset
 from llmops.operator.reconcile.jobs import CONFIG_DIR
 from llmops.operator.reconcile.rayjob import LABEL_RAY_JOB, ray_job_state
 from llmops.operator.reconcile.workload import Rejected
-from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings
+from llmops.operator.settings import KubeRayMode, OperatorSettings
 from tests.unit.test_reconcile import NOW, SETTINGS, make_dataset, pod
 
 RAY = SETTINGS.model_copy(update={"kuberay": KubeRayMode.ON})

@@ -20,7 +20,7 @@ from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_conditi
 from llmops.operator.reconcile.diff import is_subset, merge_patch
 from llmops.operator.reconcile.jobs import job_state
 from llmops.operator.reconcile.storage import local_path, pvc_volumes
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.result import WorkloadResult
 from tests.conftest import DELETE, example, patched

@@ -12,7 +12,7 @@ from kubernetes.client import ApiException
 from llmops.operator.runtime import handlers
 from llmops.operator.runtime.handlers import RAY_OWNED, Controller, owned
 from llmops.operator.runtime.metrics import OperatorMetrics
-from llmops.operator.runtime.settings import KubeRayMode, OperatorSettings, TrafficRouter
+from llmops.operator.settings import KubeRayMode, OperatorSettings, TrafficRouter
 
 OWNER = ("Dataset", "team", "corpus")
 QUOTA_EVENT = {"reason": "FailedCreate", "message": "Error creating: pods \"p\" is forbidden: exceeded quota: q",

@@ -15,9 +15,21 @@ from pydantic import Field, ValidationError
 
 from .base import StatusModel
 from .evaluate import MetricResult
+from .manifest import DatasetStats
+
+TERMINATION_LOG_ENV = "LLMOPS_TERMINATION_LOG"
+"""Where a workload outside a pod writes its termination message (a pod's is `/dev/termination-log`)."""
 
 MESSAGE_LIMIT = 4096
 """What Kubernetes keeps of a termination message."""
+
+
+class CheckpointStatus(StatusModel):
+    step: int
+    """Step of the newest complete checkpoint."""
+
+    uri: str
+    """Where it is."""
 
 
 class WorkloadResult(StatusModel):
@@ -32,6 +44,18 @@ class WorkloadResult(StatusModel):
 
     metrics: dict[str, float] = Field(default_factory=dict)
     """A training run's final figures (`loss`, `validationLoss`), in TrainingMetrics' wire names."""
+
+    parameters: int | None = None
+    """A training run's trainable parameters."""
+
+    checkpoint: CheckpointStatus | None = None
+    """A training run's newest complete checkpoint."""
+
+    stats: DatasetStats | None = None
+    """A Dataset's counts (from its manifest)."""
+
+    tokenizer_uri: str | None = None
+    """A Dataset's tokenizer.json."""
 
     def to_message(self) -> str:
         """Compact JSON within MESSAGE_LIMIT: results are dropped from the end until it fits."""
@@ -52,4 +76,4 @@ class WorkloadResult(StatusModel):
             result = cls.model_validate(document)
         except (json.JSONDecodeError, ValidationError):
             return None
-        return result if result.verdict or result.artifact_uri else None
+        return result if result.verdict or result.artifact_uri or result.stats else None

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmops.trainer.config.base import ApiModel, StatusModel
+from llmops.trainer.config.base import ApiModel
 from llmops.trainer.config.data import PipelineConfig
+from llmops.trainer.config.manifest import DatasetStats
 
 from .common import (
     AGE_COLUMN,
@@ -51,37 +52,6 @@ class DatasetSpec(PipelineConfig):
 
     backoff_limit: int = Field(default=2, ge=0, le=100)
     """Retries of a failed pipeline run before the Dataset is Failed."""
-
-
-class DatasetStats(StatusModel):
-    """What the pipeline kept and dropped, and why."""
-
-    documents_read: int = 0
-    """Documents read from all sources."""
-
-    documents_kept: int = 0
-    """Documents written after every stage."""
-
-    dropped: dict[str, int] = Field(default_factory=dict)
-    """Documents dropped, by stage and rule (e.g. quality.minWords, dedup.near)."""
-
-    malformed: int = 0
-    """Records skipped because they could not be read (bad JSON, undecodable bytes, missing field)."""
-
-    pii_replaced: dict[str, int] = Field(default_factory=dict)
-    """Placeholders written, by PII kind."""
-
-    tokens: int = 0
-    """Tokens in all shards."""
-
-    train_tokens: int = 0
-    """Tokens in the training split."""
-
-    validation_tokens: int = 0
-    """Tokens in the validation split."""
-
-    vocab_size: int | None = None
-    """Vocabulary size of the tokenizer."""
 
 
 class DatasetStatus(WorkloadStatus):

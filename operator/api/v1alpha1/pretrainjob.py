@@ -8,6 +8,7 @@ from pydantic import Field
 
 from llmops.trainer.config.base import ApiModel, Rule, StatusModel
 from llmops.trainer.config.model import ModelConfig
+from llmops.trainer.config.result import CheckpointStatus
 from llmops.trainer.config.training import CheckpointConfig, ComputeBudget, TrainingConfig
 from llmops.trainer.config.types import Uri
 
@@ -113,14 +114,6 @@ class TrainingMetrics(StatusModel):
 
     tokens_seen: int = 0
     """Training tokens consumed."""
-
-
-class CheckpointStatus(StatusModel):
-    step: int
-    """Step of the newest complete checkpoint."""
-
-    uri: str
-    """Where it is."""
 
 
 class TrainingStatus(WorkloadStatus):

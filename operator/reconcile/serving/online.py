@@ -14,7 +14,7 @@ from typing import Any
 from llmops.operator.api.v1alpha1.common import NodePool, Output
 from llmops.operator.api.v1alpha1.deployment import AnalysisCheck, CanaryStatus, Deployment, MetricCheck, Verdict
 from llmops.operator.backends import kubernetes
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
 from llmops.trainer.config.result import WorkloadResult
 

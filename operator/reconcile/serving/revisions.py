@@ -15,7 +15,7 @@ from typing import Any
 from torchx import specs
 
 from llmops.operator.api.v1alpha1.deployment import Deployment, Runtime
-from llmops.operator.runtime.settings import OperatorSettings
+from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.serve import ServerConfig
 
 from ..jobs import CONFIG_DIR, CONFIG_FILE, CONTAINER, KubernetesOptions, config_map, pod_template

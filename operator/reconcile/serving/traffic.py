@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmops.operator.api.v1alpha1.deployment import Deployment
-from llmops.operator.runtime.settings import OperatorSettings, TrafficRouter
+from llmops.operator.settings import OperatorSettings, TrafficRouter
 
 from ..objects import labels, owner_reference
 from .revisions import revision_name, selector, service
