@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .schema import Schema, structural_schema
-from .v1alpha1 import GROUP, KINDS, VERSION, Resource
+from .v1alpha1 import GROUP, VERSION, Resource
 
 HEADER = "# Generated from the API models by `llmops generate`. Do not edit by hand.\n"
 CRD_DIRS = (Path("crds"), Path("charts/llmops-operator/crds"))
