@@ -56,6 +56,7 @@ bench: bench-setup cluster-binaries
 	$(BIN)/python bench/operator_scale.py --quick
 	$(BIN)/python bench/serve_throughput.py --quick
 	$(BIN)/python bench/rollback.py --quick
+	$(BIN)/python bench/shard_memory.py --quick
 
 # Regenerate everything derived from the API models: CRDs (and the chart's copy) and the API reference.
 generate: setup

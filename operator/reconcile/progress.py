@@ -1,68 +1,27 @@
 """Live progress of a running workload, read from the JSON lines its rank-0 process prints on stdout.
 
-The workloads print one JSON object per report: the trainers `{"event": "train", "time", "step", "totalSteps",
-"loss", "learningRate", "gradNorm", "tokensPerSecond", "etaSeconds", ...}` (trainer/train/metrics.py), the data
-pipeline `{"event": "progress", "stage", "completed", "total", "unit", "rate"}` (trainer/data/progress.py). The
-operator reads the tail of the rank-0 pod's log through the API server (pods/log), so workload pods need no
-permission and no network path to the operator. Everything here is pure: log text in, status fields out.
+The lines are the models in llmops.trainer.config.progress, which the workloads serialise: the trainers print
+TrainLine (`{"event": "train", ...}`), the data pipeline and the evaluator ProgressLine (`{"event": "progress",
+...}`). The operator reads the tail of the rank-0 pod's log through the API server (pods/log), so workload pods
+need no permission and no network path to the operator. Everything here is pure: log text in, status fields out.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict
 
 from llmops.operator.api.v1alpha1.common import Phase, Progress
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingMetrics
+from llmops.trainer.config.progress import ProgressLine, TrainLine, parse_lines
 
 TRAINING_KINDS = frozenset({"PretrainJob", "FineTune"})
 """Kinds whose workload prints training reports (and whose status has `metrics`)."""
 
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
-
-
-class _Line(BaseModel):
-    """One JSON line as a workload prints it; a line that does not fit (NaN and infinity included) is no report."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", allow_inf_nan=False,
-                              frozen=True)
-
-
-class TrainLine(_Line):
-    """A trainer's report (trainer/train/metrics.py MetricsLog). Validation reports carry no `loss`."""
-
-    event: Literal["train"]
-    time: float | None = None
-    step: int = Field(ge=0)
-    total_steps: int | None = Field(default=None, ge=1)
-    loss: float | None = None
-    validation_loss: float | None = None
-    learning_rate: float | None = None
-    grad_norm: float | None = None
-    tokens_per_second: float | None = Field(default=None, ge=0)
-    mfu: float | None = None
-    tokens_seen: int | None = Field(default=None, ge=0)
-    eta_seconds: float | None = Field(default=None, ge=0)
-
-
-class ProgressLine(_Line):
-    """A stage's progress (trainer/data/progress.py); `stage` is optional so other workloads can print it too."""
-
-    event: Literal["progress"]
-    stage: str | None = None
-    completed: int = Field(ge=0)
-    total: int | None = Field(default=None, ge=0)
-    unit: str = "items"
-    rate: float | None = Field(default=None, ge=0)
-
-
-LineT = TypeVar("LineT", bound=_Line)
 
 
 class ProgressReport(BaseModel):
@@ -75,30 +34,6 @@ class ProgressReport(BaseModel):
 
     progress: Progress
     metrics: TrainingMetrics | None = None
-
-
-def _json_objects(log_tail: str) -> Iterator[dict[str, Any]]:
-    """Every line that is a whole JSON object; junk, plain text and a cut first or last line are skipped."""
-    for line in log_tail.splitlines():
-        line = line.strip()
-        if not (line.startswith("{") and line.endswith("}")):
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            yield value
-
-
-def _lines(log_tail: str, model: type[LineT]) -> list[LineT]:
-    out: list[LineT] = []
-    for value in _json_objects(log_tail):
-        try:
-            out.append(model.model_validate(value))
-        except ValidationError:
-            continue  # another event, or a malformed or non-finite report (e.g. the NaN loss before exit 65)
-    return out
 
 
 def percent(completed: int, total: int | None) -> str | None:
@@ -151,9 +86,9 @@ def _stage_report(line: ProgressLine, job_name: str) -> ProgressReport:
 def parse_progress(log_tail: str, kind: str, job_name: str) -> ProgressReport | None:
     """The progress the newest well-formed report in `log_tail` states, or None when there is none."""
     if kind in TRAINING_KINDS:
-        train = _lines(log_tail, TrainLine)
+        train = [line for line in parse_lines(log_tail, TrainLine) if line.error is None]
         return _training_report(train, job_name) if train else None
-    stages = _lines(log_tail, ProgressLine)
+    stages = parse_lines(log_tail, ProgressLine)
     return _stage_report(stages[-1], job_name) if stages else None
 
 

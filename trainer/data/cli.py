@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from llmops.trainer import termination
-from llmops.trainer.config import exit_codes
+from llmops.trainer.config import exit_codes, layout
 from llmops.trainer.config.data import DataJobConfig
 from llmops.trainer.config.files import ConfigFileError, load_config
+from llmops.trainer.config.result import WorkloadResult
 
 from .engines import InlineEngine, RayEngine
 from .pipeline import run
@@ -38,9 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         manifest = run(config, engine, Progress())
     except (SourceError, FileNotFoundError, ValueError) as error:
         return fail(str(error))
-    counts = manifest["counts"]
-    print(f"llmops-data: kept {counts['kept']} of {counts['read']} documents, "
-          f"{manifest['tokens']['total']} tokens -> {config.output_uri}", file=sys.stderr)
+    print(f"llmops-data: kept {manifest.counts.kept} of {manifest.counts.read} documents, "
+          f"{manifest.tokens.total} tokens -> {config.output_uri}", file=sys.stderr)
+    # The operator copies these into Dataset.status (stats, tokenizerUri, artifactUri).
+    termination.report(WorkloadResult(artifact_uri=config.output_uri, stats=manifest.stats(),
+                                      tokenizer_uri=layout.join(config.output_uri, layout.TOKENIZER_FILE)))
     return exit_codes.SUCCESS
 
 

@@ -1,12 +1,12 @@
 """Tokenizer (train a byte-level BPE or load one) and packed token shards for the pretrain loader.
 
 Shards are flat streams of token ids (numpy `tofile`, so `np.memmap` reads them back), each document
-followed by the end-of-text token; `index.json` lists the shards with their token counts and dtype.
+followed by the end-of-text token; `index.json` (llmops.trainer.config.manifest.ShardIndex) lists the shards
+with their token counts and dtype.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from llmops.trainer.config.data import TokenDtype, TokenizerConfig
+from llmops.trainer.config.manifest import ShardEntry
 
 ENCODE_BATCH = 512
 
@@ -74,16 +75,16 @@ def encode(tokenizer: Tokenizer, texts: Iterable[str], eos: int) -> Iterator[lis
 
 
 def write_shards(directory: Path, prefix: str, documents: Iterable[list[int]], dtype: np.dtype,
-                 shard_size: int) -> list[dict[str, object]]:
+                 shard_size: int) -> list[ShardEntry]:
     """Write `prefix-00000.bin`, ... of at most `shard_size` tokens; return their index entries."""
     directory.mkdir(parents=True, exist_ok=True)
-    shards: list[dict[str, object]] = []
+    shards: list[ShardEntry] = []
     buffer: list[int] = []
 
     def flush() -> None:
         name = f"{prefix}-{len(shards):05d}.bin"
         np.asarray(buffer, dtype=dtype).tofile(directory / name)
-        shards.append({"file": name, "tokens": len(buffer)})
+        shards.append(ShardEntry(file=name, tokens=len(buffer)))
         buffer.clear()
 
     for ids in documents:
@@ -99,9 +100,5 @@ def write_shards(directory: Path, prefix: str, documents: Iterable[list[int]], d
 
 
 def read_shard(path: Path, dtype: str) -> np.ndarray:
-    """Memory-map one shard (what the pretrain loader does)."""
+    """Memory-map one shard whole, to inspect it (the pretrain loader reads windows: train/shards.py)."""
     return np.memmap(path, dtype=np.dtype(dtype), mode="r")
-
-
-def write_index(directory: Path, index: dict[str, object]) -> None:
-    (directory / "index.json").write_text(json.dumps(index, indent=2))

@@ -16,17 +16,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from llmops.trainer.config import layout
 from llmops.trainer.config.data import DataJobConfig, PipelineConfig
+from llmops.trainer.config.manifest import (
+    DatasetManifest,
+    DocumentCounts,
+    ShardIndex,
+    ShardsEntry,
+    SourceEntry,
+    TokenCounts,
+    TokenizerEntry,
+)
 
 from .dedup import NearDuplicateIndex
 from .engines import Engine
 from .output import publish, scratch_directory
-from .packing import encode, end_of_text_id, load_tokenizer, token_dtype, train_tokenizer, write_index, write_shards
+from .packing import encode, end_of_text_id, load_tokenizer, token_dtype, train_tokenizer, write_shards
 from .progress import Progress
 from .sources import SourceReport, read_source
 from .stages import is_validation
-
-MANIFEST_VERSION = 1
 
 
 @dataclass
@@ -94,12 +102,12 @@ def curate(config: PipelineConfig, engine: Engine, progress: Progress | None = N
     return Curated(kept, counts, reports, digests, near_duplicates)
 
 
-def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None) -> dict[str, Any]:
+def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None) -> DatasetManifest:
     """Run the pipeline and publish to config.output_uri; returns the manifest."""
     progress = progress or Progress(enabled=False)
     started = time.monotonic()
     curated = curate(config, engine, progress)
-    kept, counts, reports, digests = curated.kept, curated.counts, curated.reports, curated.digests
+    kept, counts = curated.kept, curated.counts
     if not kept:
         raise ValueError(f"every one of the {counts.read} documents was dropped ({dict(counts.dropped)}); "
                          "loosen spec.filters")
@@ -113,21 +121,23 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
             tokenizer = train_tokenizer((row["text"] for row in train), config.tokenizer)
         else:
             tokenizer = load_tokenizer(config.tokenizer.uri or "")
-        tokenizer.save(str(out / "tokenizer.json"))
+        tokenizer.save(str(out / layout.TOKENIZER_FILE))
         eos = end_of_text_id(tokenizer, config.tokenizer)
         dtype = token_dtype(tokenizer.get_vocab_size(), config.token_dtype)
         progress.report("tokenizer", 1, 1, "tokenizers")
 
         weights = {source.name: source.weight for source in config.sources}
-        train_shards = write_shards(out / "shards", "train", encode(
-            tokenizer, _weighted(train, weights), eos), dtype, config.shard_size_tokens)
-        validation_shards = write_shards(out / "shards", "validation", encode(
-            tokenizer, (row["text"] for row in validation), eos), dtype, config.shard_size_tokens)
-        train_tokens = sum(int(s["tokens"]) for s in train_shards)  # type: ignore[call-overload]
-        validation_tokens = sum(int(s["tokens"]) for s in validation_shards)  # type: ignore[call-overload]
-        write_index(out / "shards", {"dtype": dtype.name, "eosId": eos, "train": train_shards,
-                                     "validation": validation_shards})
-        progress.report("pack", train_tokens + validation_tokens, None, "tokens")
+        shards_dir = out / layout.SHARDS_DIR
+        index = ShardIndex(
+            dtype=dtype.name, eos_id=eos,
+            train=write_shards(shards_dir, "train", encode(tokenizer, _weighted(train, weights), eos), dtype,
+                               config.shard_size_tokens),
+            validation=write_shards(shards_dir, "validation", encode(
+                tokenizer, (row["text"] for row in validation), eos), dtype, config.shard_size_tokens))
+        index.write(ShardIndex.path(out))
+        tokens = TokenCounts(train=index.tokens("train"), validation=index.tokens("validation"),
+                             total=index.tokens("train") + index.tokens("validation"))
+        progress.report("pack", tokens.total, None, "tokens")
 
         if config.write_documents:
             with (out / "documents.jsonl").open("w") as documents:
@@ -135,30 +145,28 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
                     documents.write(json.dumps({"id": row["id"], "source": row["source"], "split": row["split"],
                                                 "text": row["text"]}) + "\n")
 
-        manifest = {
-            "version": MANIFEST_VERSION,
-            "createdAt": datetime.now(UTC).isoformat(),
-            "seconds": round(time.monotonic() - started, 3),
-            "config": config.to_wire(),
-            "sources": [{"name": s.name, "uri": s.uri, "digest": digests[s.name], "files": reports[s.name].files,
-                         "documents": reports[s.name].documents, "emptyFiles": reports[s.name].empty_files,
-                         "malformed": reports[s.name].malformed,
-                         "malformedExamples": reports[s.name].malformed_examples} for s in config.sources],
-            "counts": {"read": counts.read, "kept": counts.kept, "dropped": dict(sorted(counts.dropped.items())),
-                       "malformed": sum(r.malformed for r in reports.values()),
-                       "linesRemoved": counts.lines_removed, "piiReplaced": dict(sorted(counts.pii.items())),
-                       "train": len(train), "validation": len(validation)},
-            "tokens": {"train": train_tokens, "validation": validation_tokens,
-                       "total": train_tokens + validation_tokens},
-            "tokenizer": {"file": "tokenizer.json", "vocabSize": tokenizer.get_vocab_size(), "eosId": eos,
-                          "sha256": hashlib.sha256((out / "tokenizer.json").read_bytes()).hexdigest()},
-            "shards": {"index": "shards/index.json", "dtype": dtype.name},
-        }
+        manifest = DatasetManifest(
+            created_at=datetime.now(UTC).isoformat(), seconds=round(time.monotonic() - started, 3),
+            config=config.to_wire(), sources=_sources(config, curated), tokens=tokens,
+            counts=DocumentCounts(
+                read=counts.read, kept=counts.kept, dropped=dict(sorted(counts.dropped.items())),
+                malformed=sum(r.malformed for r in curated.reports.values()), lines_removed=counts.lines_removed,
+                pii_replaced=dict(sorted(counts.pii.items())), train=len(train), validation=len(validation)),
+            tokenizer=TokenizerEntry(vocab_size=tokenizer.get_vocab_size(), eos_id=eos, sha256=hashlib.sha256(
+                (out / layout.TOKENIZER_FILE).read_bytes()).hexdigest()),
+            shards=ShardsEntry(dtype=index.dtype))
         (out / "report.md").write_text(render_report(manifest))
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2))  # last: marks the output complete
+        manifest.write(DatasetManifest.path(out))  # last: marks the output complete
     publish(out, config.output_uri)
     progress.report("done", counts.kept, counts.read, "documents")
     return manifest
+
+
+def _sources(config: PipelineConfig, curated: Curated) -> list[SourceEntry]:
+    return [SourceEntry(name=s.name, uri=s.uri, digest=curated.digests[s.name], files=report.files,
+                        documents=report.documents, empty_files=report.empty_files, malformed=report.malformed,
+                        malformed_examples=report.malformed_examples)
+            for s in config.sources for report in [curated.reports[s.name]]]
 
 
 def _duplicate_reason(row: dict[str, Any], config: PipelineConfig, seen: set[str],
@@ -184,21 +192,20 @@ def _weighted(rows: list[dict[str, Any]], weights: dict[str, float]) -> Any:
             yield row["text"]
 
 
-def render_report(manifest: dict[str, Any]) -> str:
-    counts, tokens = manifest["counts"], manifest["tokens"]
+def render_report(manifest: DatasetManifest) -> str:
+    counts, tokens = manifest.counts, manifest.tokens
     lines = [
         "# Dataset report", "",
-        f"Read {counts['read']} documents, kept {counts['kept']} "
-        f"({counts['train']} train, {counts['validation']} validation); "
-        f"{counts['malformed']} malformed records skipped.",
-        f"Tokens: {tokens['train']} train, {tokens['validation']} validation "
-        f"(vocabulary {manifest['tokenizer']['vocabSize']}, {manifest['shards']['dtype']}).", "",
+        f"Read {counts.read} documents, kept {counts.kept} ({counts.train} train, {counts.validation} validation); "
+        f"{counts.malformed} malformed records skipped.",
+        f"Tokens: {tokens.train} train, {tokens.validation} validation "
+        f"(vocabulary {manifest.tokenizer.vocab_size}, {manifest.shards.dtype}).", "",
         "| dropped by | documents |", "|---|---|",
-        *(f"| {rule} | {n} |" for rule, n in counts["dropped"].items()), "",
-        f"Lines removed by line filters: {counts['linesRemoved']}.",
-        "PII replaced: " + (", ".join(f"{k} {v}" for k, v in counts["piiReplaced"].items()) or "none") + ".", "",
+        *(f"| {rule} | {n} |" for rule, n in counts.dropped.items()), "",
+        f"Lines removed by line filters: {counts.lines_removed}.",
+        "PII replaced: " + (", ".join(f"{k} {v}" for k, v in counts.pii_replaced.items()) or "none") + ".", "",
         "| source | documents | malformed | first malformed |", "|---|---|---|---|",
-        *(f"| {s['name']} | {s['documents']} | {s['malformed']} | {'; '.join(s['malformedExamples'][:1])} |"
-          for s in manifest["sources"]),
+        *(f"| {s.name} | {s.documents} | {s.malformed} | {'; '.join(s.malformed_examples[:1])} |"
+          for s in manifest.sources),
     ]
     return "\n".join(lines) + "\n"
