@@ -1,12 +1,15 @@
 """The thin Kopf layer: observe (indexes of owned children), call the pure reconcile, act (apply, status).
 
 Level-based (ARCHITECTURE §3): one reconcile per resource, triggered by the resource's own events, by
-events of the children it owns, and by a slow timer as a safety net. Re-running it changes nothing.
+events of the children it owns, and by the controller's own schedule (schedule.py: a slow resync as a safety
+net, a Decision's requeue, API-error retries, polls for stuck Jobs and live progress). Re-running it changes
+nothing. No Kopf timer is used: Kopf would put a finalizer on every resource for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import copy
 import logging
@@ -42,11 +45,12 @@ from llmops.operator.reconcile.progress import ProgressReport, parse_progress, r
 from llmops.operator.reconcile.quota import event_field_selector, needs_event_read
 from llmops.operator.reconcile.workload import Decision
 
+from ..settings import KubeRayMode, OperatorSettings, TrafficRouter
+from . import api_errors
 from .kube import KubeWriter
 from .metrics import OperatorMetrics
-from ..settings import KubeRayMode, OperatorSettings, TrafficRouter
+from .schedule import RESYNC_SECONDS, STUCK_POLL_SECONDS, next_poll, next_wake, poll_interval, reconcile_delay
 
-RESYNC_SECONDS = 60.0
 # The indexes lag behind our own writes by a watch round trip. For this long after a write we trust what we
 # wrote over an index that still shows the older state, so one change does not cause repeated writes (and
 # repeated Events). After it, the index is the truth again, so drift is still corrected.
@@ -56,10 +60,10 @@ READ_YOUR_WRITES_SECONDS = 10.0
 PROGRESS_TAIL_LINES = 50
 PROGRESS_LIMIT_BYTES = 64 * 1024
 # A Job that should have pods and has none (refused by a quota, by admission) only says why in its Events. They are
-# read with one field-selected list call per such Job, at most this often, and a timer on Pending resources looks
-# again at this pace. A watch on Events would stream every Event of every watched namespace (the busiest kind in
-# a cluster) to find a rare one; this costs nothing while Jobs get their pods, one read per stuck Job otherwise.
-EVENT_READ_SECONDS = 10.0
+# read with one field-selected list call per such Job, at most this often, and a Pending resource is polled at this
+# pace. A watch on Events would stream every Event of every watched namespace (the busiest kind in a cluster) to
+# find a rare one; this costs nothing while Jobs get their pods, one read per stuck Job otherwise.
+EVENT_READ_SECONDS = STUCK_POLL_SECONDS
 # How long the answer "does the cluster serve RayJobs" is kept (kuberay: auto), so installing KubeRay later counts.
 DISCOVERY_SECONDS = 120.0
 Key = tuple[str, str]
@@ -97,9 +101,8 @@ OWNED = (("batch", "v1", "jobs"), ("", "v1", "configmaps"), ("", "v1", "services
          ("inference.networking.k8s.io", "v1", "inferencepools"))
 RAY_OWNED = ("ray.io", "v1", "rayjobs")
 WRITTEN = {"Job", "ConfigMap", "Service", "Deployment", "HTTPRoute", "InferencePool", rayjob.KIND}
-# API errors a retry cannot fix (the object is invalid, or the operator may not write it): shown in a condition
-# with the server's message and retried only at the slow resync, not every two seconds.
-PERMANENT_API_ERRORS = frozenset({400, 403, 404, 422})
+# What a write can fail with besides an HTTP answer: the connection (refused, reset, timed out).
+CONNECTION_ERRORS = (OSError, urllib3.exceptions.HTTPError)
 
 
 def owned(settings: OperatorSettings) -> tuple[tuple[str, str, str], ...]:
@@ -120,6 +123,7 @@ class Controller:
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._phases: dict[tuple[str, str, str], str] = {}
         self._written_status: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+        self._written_finalizers: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._applied: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
         self._progress: dict[tuple[str, str, str], ProgressReport] = {}
         self._log_forbidden_said = False
@@ -127,9 +131,16 @@ class Controller:
         self._job_events: dict[tuple[str, str, str], dict[str, tuple[float, list[dict[str, Any]]]]] = {}
         self._resolved: tuple[float, OperatorSettings] | None = None
         self._metric_reads: Any = None
-        # Per resource: the pending "reconcile again later" a Decision asked for (pauses, analysis intervals).
+        # Per resource: the pending wake (schedule.py), when its next full reconcile and its next poll are due
+        # (monotonic), and how many transient API errors in a row it met (the retry backoff).
         self._requeues: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+        self._reconcile_at: dict[tuple[str, str, str], float] = {}
+        self._poll_at: dict[tuple[str, str, str], float] = {}
+        self._failures: dict[tuple[str, str, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Events go through threads of their own: in a burst (many resources change phase at once) no child apply
+        # or status write waits behind them in the shared pool of asyncio.to_thread.
+        self._event_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmops-events")
         self.indexes: dict[str, Any] | None = None
         """Kopf's indexes as last passed to a handler (live views): what a requeued reconcile observes."""
 
@@ -149,7 +160,7 @@ class Controller:
                     update["kuberay"] = KubeRayMode.ON if served else KubeRayMode.OFF
                 if auto_router:
                     update["traffic_router"] = await self._discover_router()
-            except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
+            except (ApiException, *CONNECTION_ERRORS) as error:
                 log.debug("discovery failed: %s", error)
                 if self._resolved is not None:
                     return self._resolved[1]  # keep the last answer; ask again next time
@@ -198,7 +209,7 @@ class Controller:
             if read is None or time.monotonic() - read[0] >= EVENT_READ_SECONDS:
                 try:
                     items = await asyncio.to_thread(self.writer.list_events, owner[1], event_field_selector(job))
-                except (ApiException, OSError, urllib3.exceptions.HTTPError) as error:
+                except (ApiException, *CONNECTION_ERRORS) as error:
                     log.debug("reading the Events of Job %s/%s failed: %s", owner[1], job["metadata"]["name"], error)
                     items = read[1] if read else []
                 read = (time.monotonic(), items)
@@ -225,23 +236,39 @@ class Controller:
         started, outcome = time.perf_counter(), "success"
         async with lock:
             try:
-                await self._reconcile(kind, body, children, refs)
-            except ApiException as error:
-                outcome = "retry" if error.status == 409 else "error"
-                if error.status in PERMANENT_API_ERRORS:
-                    await self._refused(kind, body, error)
-                    raise kopf.TemporaryError(f"API error {error.status}: {error.reason}",
-                                              delay=RESYNC_SECONDS) from error
-                raise kopf.TemporaryError(f"API error {error.status}: {error.reason}", delay=2) from error
-            except Exception:
-                outcome = "error"
-                raise
+                delay = reconcile_delay(await self._reconcile(kind, body, children, refs))
+                self._failures.pop(key, None)
+            except (ApiException, *CONNECTION_ERRORS) as error:
+                outcome, delay = await self._api_error(kind, body, key, error)
+            except Exception:  # a bug: say so, and look again at the resync (a hot retry would only repeat it)
+                log.exception("reconciling %s %s/%s failed", *key)
+                outcome, delay = "error", RESYNC_SECONDS
             finally:
                 self.metrics.reconciles.labels(kind.name, outcome).inc()
                 self.metrics.reconcile_seconds.labels(kind.name).observe(time.perf_counter() - started)
+            self._reconcile_at[key] = time.monotonic() + delay
+            self._arm(kind, key)
+
+    async def _api_error(self, kind: Kind, body: dict[str, Any], key: tuple[str, str, str],
+                         error: Exception) -> tuple[str, float]:
+        """The outcome (for the metric) and the delay to the next reconcile after an API error (api_errors.py)."""
+        failures = self._failures.get(key, 0) + 1
+        if isinstance(error, ApiException):
+            answer = api_errors.decide(error.status or None, failures, body=error.body, reason=str(error.reason),
+                                       retry_after_header=(error.headers or {}).get("Retry-After"))
+        else:
+            answer = api_errors.decide(None, failures)
+        if isinstance(answer, api_errors.Retry):
+            self._failures[key] = failures
+            log.info("%s %s/%s: %s; retrying in %.0f s", *key, _describe(error), answer.delay)
+            return "retry", answer.delay
+        self._failures.pop(key, None)
+        await self._refused(kind, body, answer)
+        return "error", RESYNC_SECONDS
 
     async def _reconcile(self, kind: Kind, body: dict[str, Any], children: dict[str, list[dict[str, Any]]],
-                         refs: dict[tuple[str, str], Any]) -> None:
+                         refs: dict[tuple[str, str], Any]) -> float | None:
+        """Observe, decide, act; returns the delay the Decision asked to be reconciled again after."""
         now = datetime.now(UTC)
         meta = body["metadata"]
         key = (kind.name, meta["namespace"], meta["name"])
@@ -259,20 +286,25 @@ class Controller:
                 decision, release = artifacts.deletion(resource, body.get("status") or {}, children, settings, now)
             else:
                 decision = kind.reconcile(resource, children, refs, settings, now)
-                if (finalizers := artifacts.finalizers(resource, meta.get("finalizers") or [], False)) is not None:
+                # A child's event may bring the resource from an index that has not seen our finalizer write yet:
+                # patching again would be a conflict (the resourceVersion moved on) for nothing.
+                recent = self._recent(self._written_finalizers, key)
+                current = recent["finalizers"] if recent is not None else meta.get("finalizers") or []
+                if (finalizers := artifacts.finalizers(resource, current, False)) is not None:
                     await asyncio.to_thread(self.writer.set_finalizers, kind.plural, meta["namespace"],
                                             meta["name"], finalizers, meta["resourceVersion"])
+                    self._written_finalizers[key] = (time.monotonic(), {"finalizers": finalizers})
         except (ValidationError, NotImplementedError) as error:
             # Admission should have caught it; if not (e.g. an unsupported option), say so and stop.
             await self._fail(kind, body, getattr(error, "reason", "InvalidSpec"), str(error), now)
-            return
+            return None
         if release:
             # First and alone: the resource is gone once the finalizer is, and a status write before it would
             # change the resourceVersion this patch is conditional on.
             await asyncio.to_thread(self.writer.set_finalizers, kind.plural, meta["namespace"], meta["name"],
                                     [f for f in meta.get("finalizers") or [] if f != artifacts.FINALIZER],
                                     meta["resourceVersion"])
-            return
+            return None
 
         wanted = {(c["kind"], c["metadata"]["name"]) for c in decision.children}
         existing = {(c["kind"], c["metadata"]["name"]): c for kind_name, group in children.items()
@@ -298,48 +330,86 @@ class Controller:
             await self.observe_progress(kind, body, children.get("Pod", []))
         await self._write_status(kind, body, with_progress(decision.status, self._progress.get(key)))
         for event in decision.events:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-            self.metrics.api_writes.labels("event").inc()
+            await self._event(body, event.type, event.reason, event.message)
             if kind.model is Deployment:
                 self.metrics.rollouts.labels(event.reason).inc()
         if kind.model is Deployment:
             weight = (decision.status.get("canary") or {}).get("weight", 0)
             self.metrics.canary_weight.labels(meta["namespace"], meta["name"]).set(weight)
         self._count_phase(kind, body, decision.status.get("phase"))
-        self._schedule(kind, key, decision.requeue_after)
+        return decision.requeue_after
 
-    def _schedule(self, kind: Kind, key: tuple[str, str, str], delay: float | None) -> None:
-        """Reconcile `key` again after `delay` seconds (the latest request wins), as controller-runtime's
-        RequeueAfter: a pause or an analysis interval ends on time, with no polling in between."""
+    def _arm(self, kind: Kind, key: tuple[str, str, str]) -> None:
+        """Wake for `key` at its next poll or its due reconcile, whichever comes first (the latest arming wins):
+        as controller-runtime's RequeueAfter, a pause or an analysis interval ends on time."""
         if (pending := self._requeues.pop(key, None)) is not None:
             pending.cancel()
-        if delay is not None:
-            self._requeues[key] = asyncio.get_running_loop().call_later(delay, self._requeue_now, kind, key)
+        now = time.monotonic()
+        poll_at = next_poll(now, self._poll_at.pop(key, None),
+                            poll_interval(self._phases.get(key), self.settings.progress_interval_seconds))
+        if poll_at is not None:
+            self._poll_at[key] = poll_at
+        wake = next_wake(now, self._reconcile_at[key], poll_at)
+        self._requeues[key] = asyncio.get_running_loop().call_later(wake.delay, self._wake, kind, key)
 
-    def _requeue_now(self, kind: Kind, key: tuple[str, str, str]) -> None:
+    def _wake(self, kind: Kind, key: tuple[str, str, str]) -> None:
         self._requeues.pop(key, None)
-        _, namespace, name = key
-        body = _first(self.indexes[_index_id(kind)].get((namespace, name))) if self.indexes else None
-        if body is not None and self.indexes is not None:
-            task = asyncio.get_running_loop().create_task(
-                _reconcile_from_indexes(self, kind, _snapshot(body), self.indexes))
-            self._tasks.add(task)  # keep a reference until done (the loop holds tasks only weakly)
-            task.add_done_callback(self._tasks.discard)
+        task = asyncio.get_running_loop().create_task(self._woken(kind, key))
+        self._tasks.add(task)  # keep a reference until done (the loop holds tasks only weakly)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _refused(self, kind: Kind, body: dict[str, Any], error: ApiException) -> None:
-        """The API server refused a child (invalid, forbidden): say so in the Ready condition with its message."""
+    async def _woken(self, kind: Kind, key: tuple[str, str, str]) -> None:
+        """Reconcile when due; before that, poll: a Pending resource's stuck Jobs (a refused pod changes nothing
+        we watch) or a Running one's progress. Only a stuck Job or new progress costs a reconcile then."""
+        _, namespace, name = key
+        indexes = self.indexes
+        stored = _first(indexes[_index_id(kind)].get((namespace, name))) if indexes is not None else None
+        if stored is None or indexes is None or key not in self._reconcile_at:
+            self._reconcile_at.pop(key, None)  # gone, or forgotten while the wake was on its way
+            self._poll_at.pop(key, None)
+            return
+        body = _snapshot(stored)
+        if time.monotonic() >= self._reconcile_at[key]:
+            await _reconcile_from_indexes(self, kind, body, indexes)
+            return
+        self._poll_at.pop(key, None)  # this poll is done: the next one is an interval from now
+        children = _children_of(namespace, kind, name, indexes)
+        phase = (body.get("status") or {}).get("phase")
+        if phase == Phase.PENDING and self.stuck_jobs(children, datetime.now(UTC)):
+            await _reconcile_from_indexes(self, kind, body, indexes)
+        elif phase == Phase.RUNNING and await self.observe_progress(kind, body, children.get("Pod", [])):
+            await _reconcile_from_indexes(self, kind, body, indexes)
+        elif key in self._reconcile_at and key not in self._requeues:  # not forgotten nor re-armed meanwhile
+            self._arm(kind, key)
+
+    async def _event(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None:
+        """Record an Event about `body`. Events help, but a lost one must not fail the reconcile."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._event_pool, self.writer.post_event, body, type_, reason, message)
+        except (ApiException, *CONNECTION_ERRORS) as error:
+            meta = body["metadata"]
+            log.warning("could not record the Event %s of %s/%s: %s", reason, meta["namespace"], meta["name"],
+                        _describe(error))
+
+    async def _refused(self, kind: Kind, body: dict[str, Any], refusal: api_errors.Refused) -> None:
+        """The API server refused a write (invalid, forbidden): say so in the Ready condition with its message."""
         now = datetime.now(UTC)
         meta = body["metadata"]
         written = self._recent(self._written_status, (kind.name, meta["namespace"], meta["name"]))
         if written is not None:
             body = {**body, "status": written}  # the index may not show our last status write yet
         status = kind.model.field_model("status").model_validate(body.get("status") or {})
-        reason = {403: "Forbidden", 404: "NotFound"}.get(error.status or 0, "Invalid")
-        message = f"the API server refused a child object (HTTP {error.status}): {(error.body or error.reason)!s}"
         generation = meta.get("generation")
-        if set_condition(status.conditions, "Ready", False, f"Child{reason}", message, now, generation):
+        if not set_condition(status.conditions, "Ready", False, refusal.reason, refusal.message, now, generation):
+            return
+        try:
             await self._write_status(kind, body, status.to_wire())
-            kopf.event(body, type="Warning", reason=f"Child{reason}", message=message[:1024])
+        except (ApiException, *CONNECTION_ERRORS) as error:  # e.g. the status write itself is what is refused
+            log.warning("%s %s/%s: %s (and the condition could not be written: %s)", kind.name, meta["namespace"],
+                        meta["name"], refusal.message, _describe(error))
+            return
+        await self._event(body, "Warning", refusal.reason, refusal.message)
 
     async def _write_status(self, kind: Kind, body: dict[str, Any], status: dict[str, Any]) -> None:
         patch = merge_patch(body.get("status") or {}, status)
@@ -390,9 +460,13 @@ class Controller:
         status.observed_generation = generation
         await self._write_status(kind, body, status.to_wire())
         if not already or changed:  # each resync re-decides the same: say it once, not every minute
-            kopf.event(body, type="Warning", reason=reason, message=message[:1024])
-            self.metrics.api_writes.labels("event").inc()
+            await self._event(body, "Warning", reason, message)
         self._count_phase(kind, body, Phase.FAILED)
+
+    def reconcile_due_in(self, kind_name: str, namespace: str, name: str) -> float | None:
+        """Seconds until the resource's next full reconcile (None: none scheduled, e.g. not seen yet)."""
+        due = self._reconcile_at.get((kind_name, namespace, name))
+        return None if due is None else due - time.monotonic()
 
     def forget(self, kind: Kind, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -400,8 +474,12 @@ class Controller:
         self._locks.pop(key, None)
         self._phases.pop(key, None)
         self._written_status.pop(key, None)
+        self._written_finalizers.pop(key, None)
         self._progress.pop(key, None)
         self._job_events.pop(key, None)
+        self._reconcile_at.pop(key, None)
+        self._poll_at.pop(key, None)
+        self._failures.pop(key, None)
         if (pending := self._requeues.pop(key, None)) is not None:
             pending.cancel()
         if self._metric_reads is not None:
@@ -520,34 +598,13 @@ def _register_kind(registry: kopf.OperatorRegistry, controller: Controller, kind
         for owner in indexes[_index_id(kind)].get((namespace, labels[LABEL_NAME]), []):
             await _reconcile_from_indexes(controller, kind, owner, indexes)
 
-    async def resync(body: kopf.Body, **indexes: Any) -> None:
-        await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
-
     kopf.on.event(GROUP, VERSION, kind.plural, id=f"{kind.plural}-event", registry=registry)(on_event)
     for group, version, plural in owned(controller.settings):
         kopf.on.event(group, version, plural, labels={**managed, LABEL_KIND: kind.name},
                       id=f"{kind.plural}-{plural}-event", registry=registry)(on_child_event)
-    kopf.timer(GROUP, VERSION, kind.plural, interval=RESYNC_SECONDS, idle=RESYNC_SECONDS,
-               id=f"{kind.plural}-resync", registry=registry)(resync)
 
-    async def recheck_stuck(body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
-        # A refused pod changes nothing we watch (the Job's status stays as it was), so look again from here; only
-        # a Job without pods past its grace time costs a reconcile (and, rate-limited, an Event read).
-        if controller.stuck_jobs(_children_of(namespace, kind, name, indexes), datetime.now(UTC)):
-            await _reconcile_from_indexes(controller, kind, _snapshot(body), indexes)
 
-    kopf.timer(GROUP, VERSION, kind.plural, interval=EVENT_READ_SECONDS, field="status.phase",
-               value=Phase.PENDING.value, id=f"{kind.plural}-stuck", registry=registry)(recheck_stuck)
-
-    async def read_progress(body: kopf.Body, namespace: str, name: str, **indexes: Any) -> None:
-        snapshot = _snapshot(body)
-        pods = _children_of(namespace, kind, name, indexes).get("Pod", [])
-        if await controller.observe_progress(kind, snapshot, pods):
-            await _reconcile_from_indexes(controller, kind, snapshot, indexes)
-
-    # Only Running resources have a timer (Kopf starts and stops it as the phase changes), so the cost is one
-    # log read per interval per running workload, and at most one status write when the progress moved.
-    interval = controller.settings.progress_interval_seconds
-    if interval > 0:
-        kopf.timer(GROUP, VERSION, kind.plural, interval=interval, field="status.phase", value=Phase.RUNNING.value,
-                   id=f"{kind.plural}-progress", registry=registry)(read_progress)
+def _describe(error: Exception) -> str:
+    if isinstance(error, ApiException):
+        return f"HTTP {error.status} {error.reason}"
+    return f"{type(error).__name__}: {error}"

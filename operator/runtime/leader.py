@@ -18,6 +18,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from llmops.operator.reconcile.objects import FIELD_MANAGER
+
 log = logging.getLogger(__name__)
 
 
@@ -102,13 +104,16 @@ class LeaderElector:
         action = decide(record, self.identity, now)
         try:
             if action is Action.CREATE:
-                self.api.create_namespaced_lease(self.namespace, self._body(now, 0, now, self.identity))
+                self.api.create_namespaced_lease(self.namespace, self._body(now, 0, now, self.identity),
+                                                 field_manager=FIELD_MANAGER)
             elif action is Action.RENEW:
                 self.api.replace_namespaced_lease(self.name, self.namespace, self._body(
-                    now, record.transitions, lease.spec.acquire_time, self.identity, lease.metadata.resource_version))
+                    now, record.transitions, lease.spec.acquire_time, self.identity, lease.metadata.resource_version),
+                    field_manager=FIELD_MANAGER)
             elif action is Action.TAKE_OVER:
                 self.api.replace_namespaced_lease(self.name, self.namespace, self._body(
-                    now, record.transitions + 1, now, self.identity, lease.metadata.resource_version))
+                    now, record.transitions + 1, now, self.identity, lease.metadata.resource_version),
+                    field_manager=FIELD_MANAGER)
             else:
                 return False
         except ApiException as error:
@@ -155,7 +160,8 @@ class LeaderElector:
             if record is not None and record.holder == self.identity:
                 now = datetime.now(UTC)
                 self.api.replace_namespaced_lease(self.name, self.namespace, self._body(
-                    now, record.transitions, lease.spec.acquire_time, None, lease.metadata.resource_version))
+                    now, record.transitions, lease.spec.acquire_time, None, lease.metadata.resource_version),
+                    field_manager=FIELD_MANAGER)
                 log.info("released lease %s/%s", self.namespace, self.name)
         except ApiException:
             log.warning("could not release lease %s/%s", self.namespace, self.name, exc_info=True)

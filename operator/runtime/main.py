@@ -16,14 +16,17 @@ from aiohttp import web
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from ..settings import OperatorSettings
 from .handlers import Controller, register
-from .kube import KubeWriter
+from .kube import USER_AGENT, KubeWriter
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
-from ..settings import OperatorSettings
 
 log = logging.getLogger("llmops.operator")
 
+# Kopf adds its finalizer only to resources that a timer, a daemon or a deletion handler could run for; this
+# operator registers none of them, so no resource gets it. Earlier builds had Kopf timers, so every resource got it:
+# Kopf removes it, under this name, from a resource that still carries one.
 FINALIZER = "llmops.dev/finalizer"
 ANNOTATION_PREFIX = "llmops.dev"
 EXIT_LOST_LEADERSHIP = 2
@@ -36,7 +39,7 @@ def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     out.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     out.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration")
-    out.posting.level = logging.WARNING  # k8s Events for warnings and errors; our reconcilers post their own
+    out.posting.enabled = False  # our reconcilers post their own Events, under our field manager (kube.py)
     out.peering.standalone = True  # leader election is ours (see leader.py)
     out.watching.server_timeout = 300  # re-list every ~5 minutes so a missed event is corrected
     out.watching.client_timeout = 330
@@ -73,6 +76,13 @@ async def _health_server(port: int, leading: asyncio.Event, standby_ok: asyncio.
     return runner
 
 
+def _api_client() -> client.ApiClient:
+    """A client that names itself as the operator's field manager, for writes that pass none explicitly."""
+    api = client.ApiClient()
+    api.user_agent = USER_AGENT
+    return api
+
+
 def _load_kube_config() -> None:
     try:
         config.load_incluster_config()
@@ -92,8 +102,8 @@ async def serve(settings: OperatorSettings, metrics: OperatorMetrics) -> int:
     try:
         _load_kube_config()
         if settings.leader_election:
-            elector = LeaderElector(client.CoordinationV1Api(), settings.lease_name, settings.lease_namespace,
-                                    settings.pod_name, settings.lease_duration_seconds)
+            elector = LeaderElector(client.CoordinationV1Api(_api_client()), settings.lease_name,
+                                    settings.lease_namespace, settings.pod_name, settings.lease_duration_seconds)
             election = asyncio.create_task(elector.run(stop))
             standby_ok.set()
             log.info("waiting for lease %s/%s as %s", settings.lease_namespace, settings.lease_name,
@@ -105,7 +115,7 @@ async def serve(settings: OperatorSettings, metrics: OperatorMetrics) -> int:
         leading.set()
         metrics.leader.set(1)
         log.info("starting Kopf (%s)", "all namespaces" if settings.clusterwide else settings.watch_namespaces)
-        writer = KubeWriter(client.ApiClient(), on_write=lambda write: metrics.api_writes.labels(write).inc())
+        writer = KubeWriter(_api_client(), on_write=lambda write: metrics.api_writes.labels(write).inc())
         controller = Controller(settings, writer, metrics)
         await kopf.operator(
             registry=build_registry(controller),

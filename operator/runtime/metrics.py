@@ -11,7 +11,8 @@ class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.reconciles = Counter(
-            "llmops_reconcile_total", "Reconciles by kind and outcome (success, retry, error).",
+            "llmops_reconcile_total", "Reconciles by kind and outcome (success; retry: a conflict, throttle, "
+            "server or connection error, retried with backoff; error: a write the API server refused, or a bug).",
             ["kind", "outcome"], registry=self.registry)
         self.reconcile_seconds = Histogram(
             "llmops_reconcile_duration_seconds", "Time spent in one reconcile.", ["kind"], registry=self.registry,
