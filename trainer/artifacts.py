@@ -8,35 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from llmops.trainer import storage
 from llmops.trainer.config import exit_codes
 from llmops.trainer.config.artifacts import ArtifactCleanupConfig, is_root
 from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.termination import fail
-
-
-def delete(uri: str) -> bool:
-    """Remove `uri` recursively; False when there was nothing to delete."""
-    if "://" not in uri or uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://"))
-        if not path.exists() and not path.is_symlink():
-            return False
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-        return True
-    import fsspec
-
-    filesystem, path = fsspec.core.url_to_fs(uri)
-    if not filesystem.exists(path):
-        return False
-    filesystem.rm(path, recursive=True)
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         exit_codes.CONFIG_ERROR)
     for uri in config.uris:
         try:
-            deleted = delete(uri)
-        except OSError as error:  # permissions, a flaky store: the Job's backoff retries
+            deleted = storage.delete(uri)
+        except (OSError, storage.StorageError) as error:  # permissions, a flaky store: the Job's backoff retries
             return fail("llmops-artifacts", f"could not delete {uri}: {error}", 1)
         print(json.dumps({"event": "deleted" if deleted else "absent", "uri": uri}), flush=True)
     return exit_codes.SUCCESS

@@ -80,10 +80,10 @@ def test_a_preempted_run_resumes_on_the_same_loss_curve(dataset: Path, tmp_path:
         assert second[step] == pytest.approx(first[step], rel=1e-5, abs=1e-6), step
 
 
-def test_only_the_newest_checkpoints_are_kept(dataset: Path, tmp_path: Path) -> None:
-    train(run_config(dataset, tmp_path, maxSteps=40), MetricsLog(enabled=False))
+def test_only_the_newest_checkpoints_are_kept_and_the_last_step_is_one(dataset: Path, tmp_path: Path) -> None:
+    train(run_config(dataset, tmp_path, maxSteps=35), MetricsLog(enabled=False))  # every 10 steps, keep 2
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert names == ["step-00000020", "step-00000030"]
+    assert names == ["step-00000030", "step-00000035"]
 
 
 def test_cli_exit_codes(dataset: Path, tmp_path: Path) -> None:

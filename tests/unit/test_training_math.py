@@ -6,8 +6,8 @@ import pytest
 
 from llmops.trainer.config.model import ModelConfig
 from llmops.trainer.config.training import ComputeBudget, ScheduleConfig, ScheduleKind, steps_for_budget
+from llmops.trainer.train.memory import out_of_memory_advice
 from llmops.trainer.train.metrics import flops_per_token, peak_flops
-from llmops.trainer.train.pretrain import OutOfMemory
 from llmops.trainer.train.schedule import learning_rate
 
 
@@ -39,5 +39,6 @@ def test_flops_and_peak() -> None:
 
 
 def test_out_of_memory_advice_keeps_the_global_batch() -> None:
-    message = str(OutOfMemory(16, 2))
-    assert "microBatchSize 16" in message and "microBatchSize 8 with gradientAccumulationSteps 4" in message
+    message = out_of_memory_advice(16, 2, "model.contextLength", 2048)
+    assert "microBatchSize 16 x model.contextLength 2048" in message
+    assert "microBatchSize 8 with gradientAccumulationSteps 4" in message and "shorter model.contextLength" in message

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import fsspec
 
+from llmops.trainer import storage
 from llmops.trainer.config.data import Compression, Source, SourceFormat
 
 MAX_EXAMPLES = 5
@@ -68,13 +69,15 @@ def read_source(source: Source, report: SourceReport) -> Iterator[Document]:
 
 def _files(source: Source) -> Iterator[tuple[str, fsspec.core.OpenFile]]:
     try:
-        fs, root = fsspec.core.url_to_fs(source.uri)
+        fs, root = storage.filesystem(source.uri)
         is_dir = fs.isdir(root)
         exists = is_dir or fs.exists(root)
-    except (OSError, ValueError, ImportError) as error:
+    except storage.StorageError as error:
+        raise SourceError(f"source {source.name!r}: {error}") from error
+    except (OSError, ValueError) as error:
         raise SourceError(f"source {source.name!r}: cannot open {source.uri}: {error}") from error
     if not exists:
-        raise SourceError(f"source {source.name!r}: {source.uri} does not exist")
+        raise SourceError(f"source {source.name!r}: {storage.why_missing(source.uri)}")
     if not is_dir:
         paths = [root]
     else:

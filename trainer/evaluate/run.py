@@ -4,6 +4,9 @@ The model is a `Scorer`: loaded here from its directory (`LocalModel`), or a liv
 (`endpoint.EndpointModel`). Both answer the same three questions (rolling log-likelihoods of documents,
 log-likelihoods of continuations, greedy generations), and every metric is computed from those answers by
 the same code, so the two agree wherever the answers do.
+
+Models and task data are staged in from their URIs and results.json goes to the output URI (a path or an object
+store, trainer/storage.py).
 """
 
 from __future__ import annotations
@@ -19,35 +22,33 @@ from typing import Any, Protocol
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from llmops.trainer import storage
+from llmops.trainer.config import layout
 from llmops.trainer.config.evaluate import EvalJobConfig, Metric, TaskRun, TaskType
 from llmops.trainer.data.progress import Progress
+from llmops.trainer.model_files import check_model_dir
 
 from . import scoring, tasks
 from .endpoint import EndpointModel, UnsupportedTask, check_tasks
 from .verdict import verdict
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+def stage_model(uri: str, what: str = "model") -> Path:
+    """The local directory of the model at `uri`, checked to be loadable (ModelLoadError names the URI)."""
+    path = storage.stage_in(uri, what, require=layout.MODEL_CONFIG_FILE)
+    check_model_dir(path, uri)
+    return path
 
 
-class ModelLoadError(ValueError):
-    """The model directory lacks a file it needs; the message names it."""
-
-
-def load(uri: str, classification: bool = False) -> tuple[Any, Any]:
-    path = Path(uri)
-    if not (path / "config.json").is_file():
-        raise ModelLoadError(f"model {uri} is not loadable: config.json is missing")
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
-        raise ModelLoadError(f"model {uri} is not loadable: none of {', '.join(WEIGHT_FILES)} is there")
-    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
-        raise ModelLoadError(f"model {uri} is not loadable: tokenizer.json is missing")
-    tokenizer = AutoTokenizer.from_pretrained(uri)
+def load(path: Path, classification: bool = False) -> tuple[Any, Any]:
+    """Model and tokenizer from a staged, checked directory (see stage_model)."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
     cls = AutoModelForSequenceClassification if classification else AutoModelForCausalLM
-    return cls.from_pretrained(uri).eval(), tokenizer
+    return cls.from_pretrained(path).eval(), tokenizer
 
 
-def is_classifier(uri: str) -> bool:
-    architectures = AutoConfig.from_pretrained(uri).architectures or []
+def is_classifier(path: Path) -> bool:
+    architectures = AutoConfig.from_pretrained(path).architectures or []
     return any("SequenceClassification" in a for a in architectures)
 
 
@@ -258,11 +259,14 @@ def evaluate(config: EvalJobConfig, progress: Progress | None = None) -> dict[st
     `progress` gets one report per task (the operator shows it in the Evaluation's status)."""
     progress = progress or Progress(enabled=False)
     torch.manual_seed(config.seed)
+    storage.check_bucket(config.output_uri)  # before any scoring time is spent
+    staged = [task.model_copy(update={"data_uri": str(storage.stage_in(task.data_uri, f"task {task.name!r} data"))})
+              if task.data_uri else task for task in config.tasks]
     model, baseline = _models(config)
     values: dict[tuple[str, str], float] = {}
     base_values: dict[tuple[str, str], float] = {}
     task_reports = {}
-    for done, task in enumerate(config.tasks):
+    for done, task in enumerate(staged):
         progress.report(task.name, done, len(config.tasks), "tasks")
         measured, base, skipped, count = score_with(task, model, baseline, config.seed)
         values.update({(task.name, k): round(v, 6) for k, v in measured.items()})
@@ -275,18 +279,26 @@ def evaluate(config: EvalJobConfig, progress: Progress | None = None) -> dict[st
     document = {"name": config.name, "verdict": decision, "model": scored,
                 "baseline": config.baseline_uri, "createdAt": datetime.now(UTC).isoformat(),
                 "results": [r.to_wire() for r in results], "tasks": task_reports}
-    out = Path(config.output_uri)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(document, indent=2))
-    card = Path(config.model_uri) / "model-card.md" if config.model_uri else None  # a served model has none here
+    with storage.open(layout.results_uri(config.output_uri), "w") as file:
+        file.write(json.dumps(document, indent=2))
     section = _card_section(document)
-    try:
-        if card and card.is_file():
-            card.write_text(card.read_text() + section)
-        (out / "evaluation.md").write_text(section.lstrip())
-    except OSError:  # a read-only model store: results.json is the record
-        pass
+    with storage.open(layout.join(config.output_uri, "evaluation.md"), "w") as file:
+        file.write(section.lstrip())
+    _append_to_model_card(config.model_uri, section)
     return document
+
+
+def _append_to_model_card(model_uri: str | None, section: str) -> None:
+    """Add the evaluation to a local model's card. A served model has none here, and a model on a store is left
+    as it was published (its evaluation.md and results.json are beside the results)."""
+    if not model_uri or not layout.is_local(model_uri):
+        return
+    card = layout.local_path(model_uri) / layout.MODEL_CARD_FILE
+    try:
+        if card.is_file():
+            card.write_text(card.read_text() + section)
+    except OSError:  # a read-only model volume: results.json is the record
+        pass
 
 
 def _models(config: EvalJobConfig) -> tuple[Scorer, Scorer | None]:
@@ -296,11 +308,13 @@ def _models(config: EvalJobConfig) -> tuple[Scorer, Scorer | None]:
         check_tasks(config.tasks)
         return EndpointModel(config.endpoint), None
     assert config.model_uri  # the config allows exactly one of the two
-    classifier = is_classifier(config.model_uri)
-    model, tokenizer = load(config.model_uri, classification=classifier)
+    path = stage_model(config.model_uri)
+    classifier = is_classifier(path)
+    model, tokenizer = load(path, classification=classifier)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    baseline = load(config.baseline_uri, classification=classifier) if config.baseline_uri else None
+    baseline = load(stage_model(config.baseline_uri, "baseline model"), classification=classifier) \
+        if config.baseline_uri else None
     return LocalModel(model, tokenizer), LocalModel(*baseline) if baseline else None
 
 

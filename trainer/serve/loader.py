@@ -1,66 +1,35 @@
-"""Find and load a Hugging Face-format model directory: a local path or an fsspec URI (copied to a cache)."""
+"""Find and load a Hugging Face-format model directory: a local path or an fsspec URI (staged into a cache)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.trainer import storage
+from llmops.trainer.config import layout
 from llmops.trainer.config.serve import Dtype
+from llmops.trainer.model_files import ModelLoadError, check_model_dir
+
+__all__ = ["LoadedModel", "ModelLoadError", "check_files", "load", "localize"]
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-
-
-class ModelLoadError(Exception):
-    """The model cannot be served as given; the message says which file or setting is wrong."""
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LLMOPS_CACHE", Path.home() / ".cache" / "llmops")) / "models"
-
 
 def localize(uri: str, cache_dir: Path | None = None) -> Path:
-    """A local directory holding the model at `uri`; remote URIs are copied once into the cache."""
-    if "://" not in uri or uri.startswith("file://"):
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.is_dir():
-            raise ModelLoadError(f"model directory {path} does not exist")
-        return path
-    import fsspec
-
-    target = (cache_dir or default_cache_dir()) / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / "config.json").is_file():
-        return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    """A local directory holding the model at `uri`; a remote one is copied into the cache (default
+    storage.cache_dir()) and copied again only when the store's objects change."""
+    if not layout.is_local(uri):
+        log.info("staging %s", uri)
     try:
-        fs, root = fsspec.core.url_to_fs(uri)
-    except ImportError as error:  # e.g. s3:// without s3fs installed
-        raise ModelLoadError(f"cannot read {uri}: {error}") from error
-    if not fs.isdir(root):
-        raise ModelLoadError(f"model directory {uri} does not exist")
-    log.info("copying %s to %s", uri, target)
-    fs.get(root.rstrip("/") + "/", str(partial), recursive=True)
-    partial.rename(target)
-    return target
+        return storage.stage_in(uri, "model", require=layout.MODEL_CONFIG_FILE, cache=cache_dir)
+    except storage.StorageError as error:
+        raise ModelLoadError(str(error)) from error
 
 
-def check_files(directory: Path) -> None:
-    """Fail early, naming the missing file, instead of deep inside transformers."""
-    if not (directory / "config.json").is_file():
-        raise ModelLoadError(f"{directory} has no config.json: not a Hugging Face-format model directory")
-    if not any((directory / name).is_file() for name in WEIGHT_FILES):
-        raise ModelLoadError(f"{directory} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
-    if not any((directory / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelLoadError(f"{directory} has no tokenizer: expected one of {', '.join(TOKENIZER_FILES)}")
+check_files = check_model_dir
+"""Fail early, naming the missing file, instead of deep inside transformers (the workloads' one check)."""
 
 
 def torch_dtype(dtype: Dtype, cuda: bool) -> Any:

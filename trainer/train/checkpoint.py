@@ -1,13 +1,16 @@
 """Checkpoints with the full training state, written with torch.distributed.checkpoint (DCP).
 
 A checkpoint directory `step-NNNNNNNN/` holds the model and optimizer state (DCP, sharded by rank when
-distributed), each rank's RNG state, and `meta.json` (step, config). It is written under a temporary name and
-renamed when complete, so a crash mid-write never leaves a checkpoint that looks whole. The schedule and the
-data position are pure functions of the step, so the step restores them.
+distributed), each rank's RNG state, and `meta.json` (step, config), written last: a checkpoint without it is
+incomplete and never restored. Locally it is written under a temporary name and renamed when complete. On an
+object store it is written to a local staging directory, each node uploads what its ranks wrote, then rank 0
+uploads meta.json; restoring downloads the newest complete one. The schedule and the data position are pure
+functions of the step, so the step restores them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -21,9 +24,14 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-from .distributed import any_rank
+from llmops.trainer import storage
+from llmops.trainer.config import layout
+from llmops.trainer.config.result import CheckpointStatus
+
+from .distributed import any_rank, barrier, local_rank
 
 PREFIX = "step-"
+META_FILE = "meta.json"
 
 
 class Preempted(Exception):
@@ -34,9 +42,8 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+def step_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
 
 
 @contextmanager
@@ -53,10 +60,17 @@ def sigterm_requests(enabled: bool) -> Iterator[dict[str, bool]]:
 
 
 class Checkpointer:
-    def __init__(self, directory: Path, keep_last: int, trainable_only: bool = False):
-        """trainable_only: leave frozen weights out (a LoRA checkpoint holds only the adapters)."""
-        self.directory, self.keep_last = directory, keep_last
+    def __init__(self, uri: str, keep_last: int, trainable_only: bool = False, staging: Path | None = None):
+        """uri: the checkpoints directory (a path or a store URI). trainable_only: leave frozen weights out (a
+        LoRA checkpoint holds only the adapters). staging: where a store's checkpoints are written and restored
+        on this node (default: under storage.cache_dir)."""
+        self.uri, self.keep_last = uri.rstrip("/"), keep_last
+        self.local = layout.local_path(uri) if layout.is_local(uri) else None
+        self.staging = self.local or staging or storage.cache_dir("checkpoints") / hashlib.sha256(
+            uri.encode()).hexdigest()[:16]
         self.options = StateDictOptions(ignore_frozen_params=trainable_only, strict=not trainable_only)
+        self.newest: CheckpointStatus | None = None
+        """The newest complete checkpoint this run wrote or restored."""
 
     def _state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], ...]:
         model_state, optim_state = get_state_dict(model, optimizer, options=self.options)
@@ -65,39 +79,74 @@ class Checkpointer:
             model_state = {k: v for k, v in model_state.items() if k not in frozen}
         return model_state, optim_state
 
-    def complete(self) -> list[Path]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(p for p in self.directory.iterdir() if p.name.startswith(PREFIX) and (p / "meta.json").exists())
+    def _step_uri(self, name: str) -> str:
+        return layout.join(self.uri, name)
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
-        final = self.directory / f"{PREFIX}{step:08d}"
-        partial = self.directory / f".{final.name}.partial"
-        if _rank() == 0:
+    def complete(self) -> list[str]:
+        """Names of the complete checkpoints (those with meta.json), oldest first."""
+        if self.local is not None:
+            if not self.local.is_dir():
+                return []
+            return sorted(p.name for p in self.local.iterdir()
+                          if p.name.startswith(PREFIX) and (p / META_FILE).exists())
+        return sorted(name.split("/")[0] for name in storage.listing(self.uri)
+                      if name.startswith(PREFIX) and name.count("/") == 1 and name.endswith(f"/{META_FILE}"))
+
+    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> str:
+        """Write the checkpoint of `step` (a collective: every rank calls it); returns its URI."""
+        name = step_name(step)
+        partial = self.staging / f".{name}.partial"
+        # A local (possibly shared) directory is prepared once; a store's staging directory once per node.
+        if (_rank() if self.local is not None else local_rank()) == 0:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-        _barrier()
+        if self.local is None and _rank() == 0:
+            storage.delete(self._step_uri(name))  # a stale upload of the same step (a run resumed from before it)
+        barrier()
         model_state, optim_state = self._state(model, optimizer)
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(partial))
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-        rng = {"torch": torch.get_rng_state(), "cuda": cuda_rng}
-        torch.save(rng, partial / f"rng-{_rank()}.pt")
-        _barrier()
+        torch.save({"torch": torch.get_rng_state(), "cuda": cuda_rng}, partial / f"rng-{_rank()}.pt")
+        barrier()
+        if self.local is None and local_rank() == 0:
+            storage.upload_files(partial, self._step_uri(name))
+        barrier()
         if _rank() == 0:
-            (partial / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2))
-            shutil.rmtree(final, ignore_errors=True)
-            partial.rename(final)
-            for old in self.complete()[: -self.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-        _barrier()
-        return final
+            (partial / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2))
+            self._publish(partial, name)
+            self._prune()
+        barrier()
+        if self.local is None and local_rank() == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+        self.newest = CheckpointStatus(step=step, uri=self._step_uri(name))
+        return self.newest.uri
+
+    def _publish(self, partial: Path, name: str) -> None:
+        """Make the checkpoint whole where readers look: a rename here, meta.json last on a store."""
+        if self.local is not None:
+            shutil.rmtree(self.local / name, ignore_errors=True)
+            partial.rename(self.local / name)
+        else:
+            storage.put_file(partial / META_FILE, layout.join(self._step_uri(name), META_FILE))
+
+    def _prune(self) -> None:
+        """Keep the newest keep_last complete checkpoints; meta.json goes first, so a half-deleted one is
+        incomplete rather than corrupt."""
+        for old in self.complete()[: -self.keep_last]:
+            if self.local is not None:
+                (self.local / old / META_FILE).unlink(missing_ok=True)
+                shutil.rmtree(self.local / old, ignore_errors=True)
+            else:
+                storage.delete(layout.join(self._step_uri(old), META_FILE))
+                storage.delete(self._step_uri(old))
 
     def end_of_step(self, done: int, max_steps: int, interval: int, stop_requested: bool, device: torch.device,
                     model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-        """Checkpoint every `interval` steps, and when any rank was asked to stop, then raise Preempted. The
-        ranks agree first: a drain may signal one node only, and saving is a collective."""
+        """Checkpoint every `interval` steps, at the last step (so a finished run keeps its final state), and
+        when any rank was asked to stop, then raise Preempted. The ranks agree first: a drain may signal one
+        node only, and saving is a collective."""
         preempted = any_rank(stop_requested, device)
-        if (done % interval == 0 and done < max_steps) or preempted:
+        if done % interval == 0 or done == max_steps or preempted:
             self.save(done, model, optimizer, meta)
         if preempted:
             raise Preempted(f"SIGTERM at step {done}: checkpoint written")
@@ -107,7 +156,15 @@ class Checkpointer:
         checkpoints = self.complete()
         if not checkpoints:
             return 0
-        latest = checkpoints[-1]
+        name = checkpoints[-1]
+        if self.local is not None:
+            latest = self.local / name
+        else:  # each node downloads once; its other ranks find the copy in the cache
+            cache = self.staging / "restored"
+            if local_rank() == 0:
+                storage.stage_in(self._step_uri(name), "checkpoint", require=META_FILE, cache=cache)
+            barrier()
+            latest = storage.stage_in(self._step_uri(name), "checkpoint", require=META_FILE, cache=cache)
         model_state, optim_state = self._state(model, optimizer)
         state = {"model": model_state, "optim": optim_state}
         dcp.load(state, checkpoint_id=str(latest))
@@ -119,4 +176,10 @@ class Checkpointer:
             torch.set_rng_state(rng["torch"])
             if rng["cuda"]:
                 torch.cuda.set_rng_state_all(rng["cuda"])
-        return int(json.loads((latest / "meta.json").read_text())["step"])
+        step = int(json.loads((latest / META_FILE).read_text())["step"])
+        if self.local is None:  # loaded: the downloaded copy is not needed again
+            barrier()
+            if local_rank() == 0:
+                shutil.rmtree(self.staging / "restored", ignore_errors=True)
+        self.newest = CheckpointStatus(step=step, uri=self._step_uri(name))
+        return step

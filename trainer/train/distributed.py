@@ -7,17 +7,23 @@ a no-op, so single-process runs need no process group at all.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
+
+
+def local_rank() -> int:
+    """This process's index on its node (torchrun's LOCAL_RANK): rank 0 of each node does the node-local I/O."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device) from torchrun's environment; initialises the process group if needed."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(f"cuda:{local_rank()}") if torch.cuda.is_available() else torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
@@ -44,6 +50,20 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     packed = torch.tensor([int(flag)], device=device)
     dist.all_reduce(packed, op=dist.ReduceOp.MAX)
     return bool(packed.item())
+
+
+T = TypeVar("T")
+
+
+def local_rank_first(work: Callable[[], T]) -> T:
+    """`work` on each node's first process, then on its others: a download into the node's cache happens once
+    and the other processes find it there."""
+    if local_rank() == 0:
+        result = work()
+        barrier()
+        return result
+    barrier()
+    return work()
 
 
 def barrier() -> None:

@@ -10,6 +10,9 @@ One small loop serves every method; what differs is how a record becomes tensors
 Under torchrun each process trains a DDP replica on its own share of every step's micro-batches (see
 `micro_batch_position`), so N processes make the same run as one process accumulating N times as many;
 the logged loss is the mean over all processes, and validation and export run on rank 0.
+
+The base model and the records are staged in from their URIs; the model and checkpoints go to the output URI (a
+path or an object store, trainer/storage.py).
 """
 
 from __future__ import annotations
@@ -33,14 +36,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from llmops.trainer.config import exit_codes
-from llmops.trainer.config.files import load_config
+from llmops.trainer import storage
+from llmops.trainer.config import exit_codes, layout
+from llmops.trainer.config.files import ConfigFileError, load_config
 from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
+from llmops.trainer.model_files import check_model_dir
 from llmops.trainer.termination import fail, report_trained
 
 from .checkpoint import Checkpointer, Preempted, sigterm_requests
-from .distributed import barrier, global_mean, init_distributed, shutdown
+from .distributed import barrier, global_mean, init_distributed, local_rank_first, shutdown
 from .export import export
+from .memory import out_of_memory_advice
 from .metrics import MetricsLog
 from .schedule import learning_rate
 
@@ -55,9 +61,10 @@ class Records:
     examples: list[str] = field(default_factory=list)
 
 
-def read_records(config: FineTuneRunConfig) -> Records:
-    """JSONL records with the fields the method needs, split deterministically by content hash."""
-    path = Path(config.data_uri)
+def read_records(config: FineTuneRunConfig, path: Path | None = None) -> Records:
+    """JSONL records with the fields the method needs, split deterministically by content hash. `path`: where
+    config.data_uri was staged in (default: the URI as a local path)."""
+    path = path or layout.local_path(config.data_uri)
     files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise FileNotFoundError(f"data: no JSONL records at {config.data_uri}")
@@ -198,10 +205,12 @@ def micro_batch_position(step: int, micro: int, rank: int, accumulation: int, wo
 class Method:
     """A method's model, trainable parameters and loss over a list of records."""
 
-    def __init__(self, config: FineTuneRunConfig, tokenizer: Any, device: torch.device | None = None):
+    def __init__(self, config: FineTuneRunConfig, tokenizer: Any, device: torch.device | None = None,
+                 base: Path | None = None):
+        """base: where config.base_uri was staged in (default: the URI as a local path)."""
         self.config, self.tokenizer = config, tokenizer
         self.device = device or torch.device("cpu")
-        base = config.base_uri
+        base = base or layout.local_path(config.base_uri)
         if config.method is FineTuneMethod.CLASSIFICATION:
             assert config.classification is not None
             labels = config.classification.labels
@@ -276,11 +285,17 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
     rank, world, device = init_distributed()
     metrics = metrics or MetricsLog(enabled=rank == 0)
     torch.manual_seed(config.training.seed)  # the same on every rank: LoRA adapters start equal
-    tokenizer = AutoTokenizer.from_pretrained(config.base_uri)
+    storage.check_bucket(config.output_uri)  # before any training time is spent
+    base = local_rank_first(lambda: storage.stage_in(config.base_uri, "base model",
+                                                     require=layout.MODEL_CONFIG_FILE))
+    check_model_dir(base, config.base_uri)
+    data = local_rank_first(lambda: storage.stage_in(config.data_uri, "data"))
+    tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    records = read_records(config)
-    method = Method(config, tokenizer, device)
+    records = read_records(config, data)
+    method = Method(config, tokenizer, device, base)
+    trainable = sum(p.numel() for p in method.parameters())  # before export merges LoRA adapters away
     training, batch_size = config.training, config.training.batch.micro_batch_size
     accumulation = training.batch.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(records.train) / batch_size / accumulation / world)
@@ -295,7 +310,7 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
                                                 broadcast_buffers=False)
     # Only trainable weights are checkpointed: a LoRA checkpoint holds the adapters, not the frozen base.
     # Every rank takes part in save and restore (DCP collectives).
-    checkpoints = Checkpointer(Path(config.output_uri) / "checkpoints", config.checkpoint.keep_last,
+    checkpoints = Checkpointer(layout.checkpoints_uri(config.output_uri), config.checkpoint.keep_last,
                                trainable_only=True)
     start, started = checkpoints.restore(method.model, optimizer), time.monotonic()
     method.model.train()
@@ -343,9 +358,11 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
             summary.update(validationLoss=round(loss.item(), 5), **{f"validation{k[0].upper()}{k[1:]}": v
                                                                    for k, v in extras.items()})
             metrics.report(step=max_steps, validationLoss=summary["validationLoss"], **extras)
-        export(method.exportable(), tokenizer, Path(config.output_uri) / "model", summary=summary,
-               history=metrics.history, lineage={"base": config.base_uri, "data": config.data_uri, **config.lineage})
-        report_trained(str(Path(config.output_uri) / "model"), metrics.history, summary)
+        model_uri = layout.model_uri(config.output_uri)
+        with storage.output_dir(model_uri, last=layout.MODEL_CONFIG_FILE) as model_dir:
+            export(method.exportable(), tokenizer, model_dir, summary=summary, history=metrics.history,
+                   lineage={"base": config.base_uri, "data": config.data_uri, **config.lineage})
+        report_trained(model_uri, metrics.history, summary, parameters=trainable, checkpoint=checkpoints.newest)
     barrier()  # the run is done when the model is written, for every rank
     return summary, method
 
@@ -355,8 +372,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="FineTuneRunConfig as YAML or JSON")
     args = parser.parse_args(argv)
     try:
-        finetune(load_config(FineTuneRunConfig, args.config))
-    except (OSError, ValueError, NotImplementedError) as error:  # ConfigFileError is a ValueError
+        config = load_config(FineTuneRunConfig, args.config)
+    except ConfigFileError as error:
+        return fail("llmops-finetune", str(error), exit_codes.CONFIG_ERROR)
+    try:
+        finetune(config)
+    except torch.OutOfMemoryError:
+        batch = config.training.batch
+        return fail("llmops-finetune", out_of_memory_advice(batch.micro_batch_size, batch.gradient_accumulation_steps,
+                                                            "data.maxLength", config.data.max_length),
+                    exit_codes.OUT_OF_MEMORY)
+    except (storage.StorageError, OSError, ValueError, NotImplementedError) as error:  # ModelLoadError: ValueError
         return fail("llmops-finetune", str(error), exit_codes.CONFIG_ERROR)
     except FloatingPointError as error:
         return fail("llmops-finetune", f"NonFiniteLoss: {error}", exit_codes.NON_FINITE_LOSS)

@@ -2,14 +2,15 @@
 
 One readable loop: deterministic batches from the Dataset's shards, AdamW with a warm-up + decay schedule,
 gradient accumulation and clipping, autocast on GPUs, DDP or FSDP2 across processes, periodic validation,
-checkpoints every N steps and on SIGTERM, metrics as JSON lines. Exit codes (trainer/config/exit_codes.py)
-tell the operator whether to retry: preempted (75) yes, non-finite loss (65) or a bad config (78) no.
+checkpoints every N steps, at the end and on SIGTERM, metrics as JSON lines. The dataset is staged in from its
+URI and the model and checkpoints go to the output URI (a path or an object store, trainer/storage.py). Exit codes
+(trainer/config/exit_codes.py) tell the operator whether to retry: preempted (75) yes, non-finite loss (65), out
+of memory (71) or a bad config or missing bucket/object (78) no.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,28 +26,21 @@ import torch.nn.functional as F
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.nn.parallel import DistributedDataParallel
 
-from llmops.trainer.config import exit_codes
+from llmops.trainer import storage
+from llmops.trainer.config import exit_codes, layout
 from llmops.trainer.config.files import ConfigFileError, load_config
+from llmops.trainer.config.manifest import DatasetManifest
 from llmops.trainer.config.training import Precision, PretrainRunConfig, Strategy
 from llmops.trainer.termination import fail, report_trained
 
 from .checkpoint import Checkpointer, Preempted, sigterm_requests
-from .distributed import init_distributed
+from .distributed import barrier, global_mean, init_distributed, local_rank_first, shutdown
 from .export import export, wrap_tokenizer
+from .memory import out_of_memory_advice
 from .metrics import MetricsLog, flops_per_token, peak_flops
 from .model import build_model, to_huggingface
 from .schedule import learning_rate
 from .shards import TokenShards
-
-
-class OutOfMemory(RuntimeError):
-    """A micro-batch did not fit; the message says which size failed and what to try."""
-
-    def __init__(self, micro_batch_size: int, accumulation: int):
-        smaller = max(1, micro_batch_size // 2)
-        super().__init__(
-            f"out of memory at training.batch.microBatchSize {micro_batch_size}: try microBatchSize {smaller} "
-            f"with gradientAccumulationSteps {accumulation * micro_batch_size // smaller} (same global batch)")
 
 
 def _autocast_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
@@ -74,10 +68,11 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     rank, world, device = init_distributed()
     port = int(os.environ.get("LLMOPS_METRICS_PORT", "0")) or None  # Prometheus, rank 0 only
     metrics = metrics or MetricsLog(enabled=rank == 0, port=port if rank == 0 else None)
-    data_dir, out_dir = Path(config.data_uri), Path(config.output_uri)
-    manifest = json.loads((data_dir / "manifest.json").read_text())
+    storage.check_bucket(config.output_uri)  # before any training time is spent
+    data_dir = local_rank_first(lambda: storage.stage_in(config.data_uri, "dataset", require=layout.MANIFEST_FILE))
+    manifest = DatasetManifest.read(data_dir / layout.MANIFEST_FILE)
     train_data, valid_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "validation")
-    vocab = config.model.vocab_size or int(manifest["tokenizer"]["vocabSize"])
+    vocab = config.model.vocab_size or manifest.tokenizer.vocab_size
     training, max_steps = config.training, int(config.training.max_steps or 0)
     batch = training.batch
     length = config.model.context_length
@@ -85,6 +80,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     torch.manual_seed(training.seed)
     model = build_model(config.model, vocab, train_data.eos_id).to(device)
     parameters = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if world > 1 and training.strategy is Strategy.FSDP:
         from torch.distributed.fsdp import fully_shard
 
@@ -100,7 +96,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     optimizer = _optimizer(model, config, device)
     autocast = _autocast_dtype(training.precision, device)
     scaler = torch.amp.GradScaler(enabled=autocast is torch.float16)
-    checkpoints = Checkpointer(out_dir / "checkpoints", config.checkpoint.keep_last)
+    checkpoints = Checkpointer(layout.checkpoints_uri(config.output_uri), config.checkpoint.keep_last)
     start = checkpoints.restore(model, optimizer)
 
     tokens_per_step = batch.micro_batch_size * batch.gradient_accumulation_steps * length * world
@@ -138,17 +134,12 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                     index=rank * batch.gradient_accumulation_steps + micro)
                 last = micro == batch.gradient_accumulation_steps - 1
                 sync = nullcontext() if last or not isinstance(wrapped, DistributedDataParallel) else wrapped.no_sync()
-                try:
-                    with sync:
-                        loss = forward_loss(inputs, targets) / batch.gradient_accumulation_steps
-                        scaler.scale(loss).backward()
-                except torch.OutOfMemoryError as error:
-                    raise OutOfMemory(batch.micro_batch_size, batch.gradient_accumulation_steps) from error
+                with sync:
+                    loss = forward_loss(inputs, targets) / batch.gradient_accumulation_steps
+                    scaler.scale(loss).backward()
                 step_loss += loss.item()
-            if world > 1:  # log the global mean, the same number one process accumulating would see
-                reduced = torch.tensor(step_loss, device=device)
-                dist.all_reduce(reduced, op=dist.ReduceOp.AVG)
-                step_loss = reduced.item()
+            # The global mean: the same number one process accumulating every rank's micro-batches would log.
+            step_loss = global_mean({"loss": step_loss}, device)["loss"]
             scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), training.gradient_clip_norm or float("inf")).item()
@@ -186,21 +177,22 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
         if dist.is_initialized() else model.state_dict()
     if rank == 0:
         eos_token = train_data_token(data_dir, train_data.eos_id)
-        export(to_huggingface(model, full_state), wrap_tokenizer(data_dir / "tokenizer.json", eos_token),
-               out_dir / "model", summary=summary,
-               history=metrics.history,
-               lineage={"datasetManifestSha256": _sha256(data_dir / "manifest.json"), "dataset": str(data_dir),
-                        **config.lineage})
-        report_trained(str(out_dir / "model"), metrics.history, summary)
-    if dist.is_initialized():
-        dist.barrier()
+        model_uri = layout.model_uri(config.output_uri)
+        with storage.output_dir(model_uri, last=layout.MODEL_CONFIG_FILE) as model_dir:
+            export(to_huggingface(model, full_state),
+                   wrap_tokenizer(data_dir / layout.TOKENIZER_FILE, eos_token), model_dir, summary=summary,
+                   history=metrics.history,
+                   lineage={"datasetManifestSha256": _sha256(data_dir / layout.MANIFEST_FILE),
+                            "dataset": config.data_uri, **config.lineage})
+        report_trained(model_uri, metrics.history, summary, parameters=trainable, checkpoint=checkpoints.newest)
+    barrier()
     return summary, model
 
 
 def train_data_token(data_dir: Path, eos_id: int) -> str:
     from tokenizers import Tokenizer
 
-    token = Tokenizer.from_file(str(data_dir / "tokenizer.json")).id_to_token(eos_id)
+    token = Tokenizer.from_file(str(data_dir / layout.TOKENIZER_FILE)).id_to_token(eos_id)
     return token or "<|endoftext|>"
 
 
@@ -224,11 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("llmops-pretrain", str(reason), exit_codes.PREEMPTED)
     except FloatingPointError as reason:
         return fail("llmops-pretrain", f"NonFiniteLoss: {reason}", exit_codes.NON_FINITE_LOSS)
-    except (FileNotFoundError, ValueError, OutOfMemory) as reason:
+    except torch.OutOfMemoryError:
+        batch = config.training.batch
+        return fail("llmops-pretrain", out_of_memory_advice(batch.micro_batch_size, batch.gradient_accumulation_steps,
+                                                            "model.contextLength", config.model.context_length),
+                    exit_codes.OUT_OF_MEMORY)
+    except (storage.StorageError, FileNotFoundError, ValueError) as reason:
         return fail("llmops-pretrain", str(reason), exit_codes.CONFIG_ERROR)
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
     return exit_codes.SUCCESS
 
 
