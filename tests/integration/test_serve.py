@@ -33,10 +33,11 @@ PROMPTS = ["To be, or not to be", "The king", "Good my lord, what is the matter 
 
 
 class ServerProcess:
-    def __init__(self, command: list[str], tmp: Path, limits: dict, api_key: str | None = None):
+    def __init__(self, command: list[str], tmp: Path, limits: dict, api_key: str | None = None, *,
+                 drain_seconds: int = 20, wait: bool = True):
         self.port = free_port()
         config = tmp / "server.yaml"
-        config.write_text(yaml.safe_dump({"servedModelName": NAME, "limits": limits, "drainSeconds": 20}))
+        config.write_text(yaml.safe_dump({"servedModelName": NAME, "limits": limits, "drainSeconds": drain_seconds}))
         args = ["--config", str(config), "--host", "127.0.0.1", "--port", str(self.port)]
         if api_key:
             (tmp / "key").write_text(api_key + "\n")
@@ -44,6 +45,10 @@ class ServerProcess:
         self.log = tmp / "server.log"
         self.process = subprocess.Popen(command + args, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}"
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         try:
             wait_until("the server to be ready", self.ready, timeout=90)
         except BaseException:
@@ -216,6 +221,34 @@ def test_the_official_openai_client_works(server: ServerProcess, hf: tuple) -> N
     with pytest.raises(openai.NotFoundError) as caught:
         client.completions.create(model="gpt-4", prompt="x")
     assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.slow
+def test_usage_counts_each_prompt_once_however_many_choices_share_it(server: ServerProcess, hf: tuple) -> None:
+    from openai import OpenAI
+
+    _, tokenizer = hf
+    client = OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
+    fixed = {"ignore_eos": True}  # every choice runs to max_tokens, so completion tokens are known
+    lengths = [len(tokenizer(p)["input_ids"]) for p in PROMPTS[:2]]
+    counted_before = metric(server, "llmops_serve_prompt_tokens_total")
+    one = client.completions.create(model=NAME, prompt=PROMPTS[0], n=2, max_tokens=5, seed=1, extra_body=fixed)
+    assert (one.usage.prompt_tokens, one.usage.completion_tokens, one.usage.total_tokens) == \
+        (lengths[0], 2 * 5, lengths[0] + 2 * 5)
+    assert metric(server, "llmops_serve_prompt_tokens_total") == counted_before + lengths[0]
+    two = client.completions.create(model=NAME, prompt=PROMPTS[:2], n=2, max_tokens=5, seed=1, extra_body=fixed)
+    assert len(two.choices) == 4
+    assert (two.usage.prompt_tokens, two.usage.completion_tokens) == (sum(lengths), 4 * 5)
+
+    messages = [{"role": "user", "content": "Who is there?"}]
+    text = tokenizer.apply_chat_template(messages, chat_template=FALLBACK_CHAT_TEMPLATE, tokenize=False,
+                                         add_generation_prompt=True)
+    chat_prompt = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    chat = client.chat.completions.create(model=NAME, messages=messages, n=2, max_tokens=4, extra_body=fixed)
+    assert (chat.usage.prompt_tokens, chat.usage.completion_tokens) == (chat_prompt, 2 * 4)
+    streamed = list(client.chat.completions.create(model=NAME, messages=messages, n=2, max_tokens=4, stream=True,
+                                                   stream_options={"include_usage": True}, extra_body=fixed))
+    assert (streamed[-1].usage.prompt_tokens, streamed[-1].usage.completion_tokens) == (chat_prompt, 2 * 4)
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         except ModelLoadError as error:
             print(f"llmops-serve: {error}", file=sys.stderr)
             return CONFIG_ERROR
-    from .server import Server  # torch and transformers: only once the arguments are known to be good
+    from .server import Server  # aiohttp and prometheus: only once the arguments are known to be good
 
     server = Server(config, str(args.model), host=args.host, port=args.port, api_key=api_key,
                     cache_dir=args.cache_dir)

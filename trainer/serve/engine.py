@@ -24,16 +24,11 @@ from typing import Any
 
 import torch
 
+from .protocol import FinishReason
 from .runner import Runner, TokenScore, token_scores
 from .sampling import SamplingParams, choose, generator_for
 
 log = logging.getLogger(__name__)
-
-
-class FinishReason:
-    STOP = "stop"  # an end-of-sequence token (or, decided by the caller, a stop string)
-    LENGTH = "length"  # max_tokens reached, or the sequence filled its cache slot
-    ERROR = "error"  # the engine failed while this sequence ran
 
 
 @dataclass(eq=False)

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 
+class FinishReason:
+    """Why a choice ended: OpenAI's `finish_reason` values, and `error` (ours) for a failed engine step."""
+
+    STOP = "stop"  # an end-of-sequence token, or a stop string
+    LENGTH = "length"  # max_tokens reached, or the sequence filled its cache slot
+    ERROR = "error"  # the engine failed while this sequence ran
+
+
 class ApiError(Exception):
     """An error answered as `{"error": {"message", "type", "param", "code"}}` with an HTTP status."""
 

@@ -1,13 +1,18 @@
 """The HTTP server: OpenAI-compatible routes over the engine, limits, API key, metrics and graceful drain.
 
-Life of the process: listen at once (`/healthz` 200, `/readyz` 503), load the model in a thread, then
-`/readyz` 200. On SIGTERM (or SIGINT): `/readyz` 503 and new generation requests 503, in-flight requests run
-to their end (up to `drainSeconds`), then exit 0.
+Life of the process: listen at once (`/healthz` 200; `/readyz` and the `/v1` routes 503 with a JSON error), load
+the model in a thread, then `/readyz` 200. On SIGTERM (or SIGINT): `/readyz` 503 and new generation requests
+503, in-flight requests run to their end for up to `drainSeconds`; those still running then are ended at once
+(a stream gets an error event and `[DONE]`, a whole answer a 503), and the process exits 0.
+
+Importing torch and transformers takes seconds, so this module imports neither: the modules that do (engine,
+runner, sampling, logprobs) are imported where first used, by the loading thread once the port is open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import hmac
 import json
@@ -20,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -29,19 +34,24 @@ from llmops.trainer.config.exit_codes import CONFIG_ERROR, SUCCESS
 from llmops.trainer.config.serve import ServerConfig
 
 from .detokenize import TextStream
-from .engine import Engine, FinishReason, Group, Sequence, StepOutput
 from .loader import LoadedModel, ModelLoadError, load, localize
-from .logprobs import completion_logprobs, decoder
 from .metrics import ServerMetrics
-from .protocol import ApiError, ChatRequest, CompletionRequest, validation_error
-from .runner import TokenScore
-from .sampling import SamplingParams
+from .protocol import ApiError, ChatRequest, CompletionRequest, FinishReason, validation_error
+
+if TYPE_CHECKING:  # torch-backed: imported at run time only once the model loads (see the module docstring)
+    from .engine import Engine, Sequence, StepOutput
+    from .runner import TokenScore
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Reachable without the API key: probes and scrapes carry none."""
 GENERATION_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
+API_PREFIX = "/v1/"
+"""Routes that need the model: 503 while it loads."""
+SHUTDOWN_GRACE_SECONDS = 1.0
+"""After the drain, how long requests that were ended (and probes) get to finish writing before the server
+closes their connections."""
 
 FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
@@ -53,6 +63,14 @@ fine-tuning recipe (`llmops-finetune`, sft) trains chat records in when the toke
 
 Event = tuple[int, str, list[int], str | None]
 """What one choice produced: (choice index, text to show, new token ids, finish reason or None)."""
+
+
+class Cut(Exception):
+    """Ends a request still generating when the drain is over (`drainSeconds` elapsed, 0: at once)."""
+
+
+CUT = (-1, -1, None, None)
+"""The queue item that tells a request's event loop the drain is over."""
 
 
 class State(enum.Enum):
@@ -86,6 +104,8 @@ class Server:
         self.metrics = ServerMetrics()
         self.state = State.LOADING
         self.inflight = 0
+        self.generating: set[asyncio.Queue] = set()
+        """The output queues of requests generating now; the drain's end puts CUT in each."""
         self.loaded: LoadedModel | None = None
         self.context = 0
         """Longest sequence (prompt + output) a request may reach: the model's context within the limits."""
@@ -99,6 +119,7 @@ class Server:
 
     def load_blocking(self) -> None:
         """Load weights and start the engine (runs in a worker thread; the event loop keeps answering)."""
+        from .engine import Engine
         from .runner import Runner, UnsupportedModel
 
         loaded = load(localize(self.model_uri, self.cache_dir), self.config.dtype, self.device)
@@ -146,6 +167,9 @@ class Server:
         counted = False
         try:
             self._authorize(request)
+            if self.state is State.LOADING and route.startswith(API_PREFIX):
+                raise ApiError(503, "the model is still loading; retry when /readyz answers 200",
+                               type="server_error", code="loading", headers={"Retry-After": "5"})
             if route in GENERATION_ROUTES:
                 self._admit(request)
                 self.inflight += 1
@@ -182,9 +206,6 @@ class Server:
     def _admit(self, request: web.Request) -> None:
         if self.state is State.DRAINING:
             raise ApiError(503, "the server is shutting down", type="server_error", code="draining")
-        if self.state is State.LOADING:
-            raise ApiError(503, "the model is still loading", type="server_error", code="loading",
-                           headers={"Retry-After": "5"})
         limit = self.limits.max_concurrent_requests
         if self.inflight >= limit:
             raise ApiError(429, f"too many concurrent requests: the limit maxConcurrentRequests is {limit}",
@@ -273,6 +294,8 @@ class Server:
         return prompt
 
     def _prompt_text(self, ids: list[int]) -> str:
+        from .logprobs import decoder
+
         return decoder(self.loaded.tokenizer, skip_special_tokens=False)(ids)
 
     def _check(self, prompts: list[list[int]], max_new: int | None, n: int, chat: bool) -> int:
@@ -305,6 +328,9 @@ class Server:
                         max_new: int | None, *, chat: bool, started: float,
                         echoed: list[str] | None = None) -> web.StreamResponse:
         """Run the prompts (`echoed`: their texts, to return before each completion) and answer."""
+        from .engine import Group
+        from .sampling import SamplingParams
+
         max_new = self._check(prompts, max_new, body.n, chat)
         logprobs = None if chat else body.logprobs
         params = SamplingParams(max_tokens=max_new, temperature=body.temperature, top_p=body.top_p,
@@ -316,16 +342,21 @@ class Server:
         choices = [Choice(s, TextStream(self.loaded.tokenizer, body.stops)) for g in groups for s in g.sequences]
         for group in groups:
             self.engine.add(group)
-        self.metrics.prompt_tokens.inc(sum(len(p) for p in prompts) * body.n)
-        usage = {"prompt_tokens": sum(len(p) for p in prompts) * body.n}
+        # As OpenAI counts: each prompt once, however many choices share it (completion tokens sum over choices).
+        usage = {"prompt_tokens": sum(len(p) for p in prompts)}
+        self.metrics.prompt_tokens.inc(usage["prompt_tokens"])
         ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         events = self._events(queue, choices, started)
+        self.generating.add(queue)
         try:
             if body.stream:
                 return await self._stream(request, body, events, choices, ident, usage, chat)
             async for _ in events:
                 pass
+        except Cut:
+            raise _cut_error() from None
         finally:
+            self.generating.discard(queue)
             for choice in choices:
                 if choice.finish_reason is None:
                     self.engine.abort(choice.sequence)
@@ -357,6 +388,8 @@ class Server:
         one that completed a stop string included, as token_ids and usage count them)."""
         if isinstance(body, ChatRequest) or body.logprobs is None:
             return None
+        from .logprobs import completion_logprobs, decoder
+
         tokenizer = self.loaded.tokenizer
         out: dict[str, list[Any]] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
         parts = []
@@ -385,6 +418,8 @@ class Server:
             if first:
                 self.metrics.ttft.observe(now - started)
                 first = False
+            if CUT in items:
+                raise Cut
             batch = []
             for index, token, reason, score in items:
                 choice = choices[index]
@@ -427,24 +462,29 @@ class Server:
             await response.write(b"".join(chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                                                   "logprobs": None, "finish_reason": None}])
                                           for i in range(len(choices))))
-        async for batch in events:
-            out = []
-            for index, piece, new, reason in batch:
-                if not piece and reason is None and not body.return_token_ids:
-                    continue  # a token that completes no character yet: nothing to show
-                if chat:
-                    entry: dict[str, Any] = {"index": index, "delta": {"content": piece} if piece else {}}
-                else:
-                    entry = {"index": index, "text": piece}
-                entry |= {"logprobs": None, "finish_reason": reason}
-                if body.return_token_ids:
-                    entry["token_ids"] = new
-                out.append(chunk([entry]))
-            try:
+        try:
+            async for batch in events:
+                out = []
+                for index, piece, new, reason in batch:
+                    if not piece and reason is None and not body.return_token_ids:
+                        continue  # a token that completes no character yet: nothing to show
+                    if chat:
+                        entry: dict[str, Any] = {"index": index, "delta": {"content": piece} if piece else {}}
+                    else:
+                        entry = {"index": index, "text": piece}
+                    entry |= {"logprobs": None, "finish_reason": reason}
+                    if body.return_token_ids:
+                        entry["token_ids"] = new
+                    out.append(chunk([entry]))
                 if out:
                     await response.write(b"".join(out))
-            except ConnectionResetError:  # the client left; the caller aborts what is still generating
-                return response
+        except ConnectionResetError:  # the client left; the caller aborts what is still generating
+            return response
+        except Cut:  # the drain is over: say so, and end the stream as a stream ends
+            with contextlib.suppress(ConnectionResetError):
+                await response.write(b"data: " + json.dumps(_cut_error().body()).encode() + b"\n\ndata: [DONE]\n\n")
+                await response.write_eof()
+            return response
         if any(c.finish_reason == FinishReason.ERROR for c in choices):
             error = ApiError(500, "generation failed; see the server log", type="server_error")
             await response.write(b"data: " + json.dumps(error.body()).encode() + b"\n\n")
@@ -461,10 +501,27 @@ class Server:
     def request_stop(self) -> None:
         self._stop.set()
 
+    async def _drain(self) -> None:
+        """Let in-flight requests run for up to drainSeconds, then end those still generating."""
+        deadline = time.monotonic() + self.config.drain_seconds
+        while self.inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if not self.inflight:
+            return
+        log.warning("drain over (drainSeconds=%d) with %d requests in flight: ending them",
+                    self.config.drain_seconds, self.inflight)
+        for queue in self.generating:
+            queue.put_nowait(CUT)
+        # Requests not yet generating (a body still arriving) are closed by runner.cleanup after its grace.
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while self.generating and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
     async def serve(self, on_listening: Callable[[str], None] | None = None) -> int:
         """Listen, load, serve until SIGTERM/SIGINT, drain; returns the exit code."""
         self._loop = asyncio.get_running_loop()
-        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
+                               shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
         await site.start()
@@ -488,11 +545,7 @@ class Server:
             log.info("model %s ready", self.model_name)
             await stopping
         self.state = State.DRAINING
-        deadline = time.monotonic() + self.config.drain_seconds
-        while self.inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if self.inflight:
-            log.warning("drain timed out with %d requests in flight", self.inflight)
+        await self._drain()
         await runner.cleanup()
         if not loading.done():  # stopped while loading: the thread cannot be interrupted; exit anyway
             return code
@@ -503,6 +556,11 @@ class Server:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _cut_error() -> ApiError:
+    return ApiError(503, "the server shut down before this request finished (its drainSeconds ran out)",
+                    type="server_error", code="shutdown")
 
 
 def _error_response(error: ApiError) -> web.Response:
