@@ -25,8 +25,7 @@ from pathlib import Path
 from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.reconcile.plan import CONFIG_ARG, Launcher, LaunchPlan, RunObservation, RunState
 from llmops.trainer.config import exit_codes
-from llmops.trainer.config.result import WorkloadResult
-from llmops.trainer.config.result import TERMINATION_LOG_ENV
+from llmops.trainer.config.result import TERMINATION_LOG_ENV, WorkloadResult
 
 LOG_TAIL_BYTES = 64 * 1024
 STOP_GRACE_SECONDS = 60.0

@@ -22,6 +22,7 @@ import yaml
 
 from llmops.operator.api.v1alpha1 import GROUP, KINDS
 from llmops.operator.api.v1alpha1.common import AGE_COLUMN, PHASE_COLUMN, PrinterColumn
+from llmops.operator.reconcile.times import parse_time
 
 LIFECYCLE: tuple[str, ...] = tuple(KINDS)
 """Kinds in the order a run goes through them: tables and listings follow it, so the output reads top-down."""
@@ -144,18 +145,6 @@ def lookup(obj: Any, path: str) -> Any:
             return None
         obj = obj.get(key)
     return obj
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp as an aware datetime (naive ones are taken as UTC); None if it is not one."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def age(value: Any, now: datetime) -> str:

@@ -27,6 +27,7 @@ from llmops.operator.reconcile.plan import Waiting
 from llmops.operator.reconcile.progress import parse_progress, with_progress
 from llmops.operator.reconcile.workload import WorkloadKind, decide
 from llmops.operator.settings import OperatorSettings
+from llmops.trainer.config.layout import checkpoints_uri
 
 from .graph import ordered, upstream
 from .manifests import Loaded, ManifestError, is_local, load, uri_fields
@@ -212,7 +213,7 @@ class Runner:
         planned = kind.plan(type(item.resource).model_validate(body), self.refs(), self.settings)
         if isinstance(planned, Waiting) or not is_local(planned.writes):
             return
-        checkpoints = Path(planned.writes) / "checkpoints"
+        checkpoints = Path(checkpoints_uri(planned.writes))
         if checkpoints.is_dir() and any(checkpoints.iterdir()):
             aside = checkpoints.with_name(f"checkpoints.previous-{body['metadata']['generation'] - 1}")
             shutil.rmtree(aside, ignore_errors=True)

@@ -20,10 +20,10 @@ from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.artifacts import ArtifactCleanupConfig, is_root
 
 from .conditions import set_condition
+from .defaults import output_root, workload_image
 from .jobs import CONFIG_DIR, CONFIG_FILE, KubernetesOptions, config_map, job_from_plan, job_state
 from .objects import labels, metadata
 from .storage import local_path
-from .training import default_output
 from .workload import Decision
 
 FINALIZER = "llmops.dev/delete-artifacts"
@@ -51,10 +51,10 @@ def finalizers(resource: Resource, current: list[str], deleting: bool) -> list[s
     return None
 
 
-def artifact_uri(resource: Resource, status: dict[str, Any], settings: OperatorSettings) -> str:
-    """What to delete: where the workload wrote (status), else where it would have written."""
-    output = resource.spec.output  # type: ignore[attr-defined]
-    return status.get("artifactUri") or output.uri or default_output(resource, settings)
+def artifact_uri(resource: Resource, settings: OperatorSettings) -> str:
+    """What to delete: the resource's whole output root (`spec.output.uri`, else the default under the artifact
+    root), so its model or results go with its checkpoints and everything else it wrote there."""
+    return output_root(resource, settings)
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class Cleanup:
     message: str
 
 
-def cleanup(resource: Resource, status: dict[str, Any], jobs: list[dict[str, Any]],
-            pods: list[dict[str, Any]], settings: OperatorSettings) -> Cleanup:
-    uri = artifact_uri(resource, status, settings)
+def cleanup(resource: Resource, jobs: list[dict[str, Any]], pods: list[dict[str, Any]],
+            settings: OperatorSettings) -> Cleanup:
+    uri = artifact_uri(resource, settings)
     if is_root(local_path(uri)) or is_root(uri):
         return Cleanup([], False, "CleanupRefused",
                        f"refusing to delete {uri}: it is a filesystem root or a bucket; remove the finalizer "
@@ -82,7 +82,7 @@ def cleanup(resource: Resource, status: dict[str, Any], jobs: list[dict[str, Any
         return Cleanup([], False, "StoppingWorkload", f"stopping the workload before deleting {uri}")
     config = config_map(meta, ArtifactCleanupConfig(uris=[local_path(uri)]).to_wire())
     spec = resource.spec  # type: ignore[attr-defined]
-    role = specs.Role(name=SUFFIX, image=spec.image.image or settings.trainer_image, entrypoint=ENTRYPOINT,
+    role = specs.Role(name=SUFFIX, image=workload_image(spec.image, settings), entrypoint=ENTRYPOINT,
                       args=["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
                       resource=specs.Resource(cpu=-1, gpu=0, memMB=-1))
     options = KubernetesOptions(
@@ -107,7 +107,7 @@ def deletion(resource: Resource, body_status: dict[str, Any], children: dict[str
              settings: OperatorSettings, now: datetime) -> tuple[Decision, bool]:
     """The reconcile of a resource being deleted that holds FINALIZER: the children to keep, the status with
     an ArtifactsDeleted condition, and whether the finalizer may be removed now."""
-    step = cleanup(resource, body_status, children.get("Job", []), children.get("Pod", []), settings)
+    step = cleanup(resource, children.get("Job", []), children.get("Pod", []), settings)
     status = type(resource).field_model("status").model_validate(body_status)
     set_condition(status.conditions, "ArtifactsDeleted", step.done, step.reason, step.message, now,
                   resource.metadata.generation)

@@ -17,15 +17,18 @@ from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.api.v1alpha1.evaluation import EvaluationStatus, ModelEndpoint, Verdict
 from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
+from llmops.trainer.config.layout import results_uri
 from llmops.trainer.config.result import WorkloadResult
 
 from .conditions import set_condition
+from .defaults import output_root
 from .dependencies import dependency
 from .plan import LaunchPlan, RunObservation, SecretEnv, Waiting
-from .training import default_output, model_reference, model_run, resolve_model, training_plan
+from .training import model_reference, model_run, resolve_model, training_plan
 from .workload import Event
 
 ENTRYPOINT = "llmops-evaluate"
+SUFFIX = "eval"
 API_KEY_ENV = "LLMOPS_ENDPOINT_API_KEY"
 """The container variable the endpoint's API key reaches the workload in (from spec.model.endpoint's Secret)."""
 
@@ -49,13 +52,14 @@ def plan(evaluation: Evaluation, refs: dict[tuple[str, str], Any], settings: Ope
     if not endpoint and not model.ready:
         what = " ".join(model_reference(spec.model) or ("model", ""))
         return Waiting(what, model.message, model.failed)
-    baseline_uri = None
+    baseline_uri, inputs = None, [None if endpoint else model.input]
     if spec.baseline:
         baseline = resolve_model(spec.baseline, refs)
         if not baseline.ready:
             what = " ".join(model_reference(spec.baseline) or ("baseline", ""))
             return Waiting(what, baseline.message, baseline.failed)
         baseline_uri = baseline.artifact_uri
+        inputs.append(baseline.input)
     tasks, reads = [], {"model": model.artifact_uri or "", "baseline": baseline_uri or ""}
     for task in spec.tasks:
         data_uri = task.uri
@@ -64,10 +68,11 @@ def plan(evaluation: Evaluation, refs: dict[tuple[str, str], Any], settings: Ope
             if not data.ready:
                 return Waiting(f"Dataset {task.dataset}", data.message, data.failed)
             data_uri = data.artifact_uri
+            inputs.append(data.input)
         reads[f"task:{task.name}"] = data_uri or ""
         settings_only = task.model_dump(exclude={"dataset", "uri"})
         tasks.append({**settings_only, "data_uri": data_uri})
-    output = spec.output.uri or default_output(evaluation, settings)
+    output = output_root(evaluation, settings)
     scored = {"endpoint": endpoint_config(endpoint)} if endpoint else {"model_uri": model.artifact_uri or ""}
     config = EvalJobConfig.model_validate({
         **scored, "baseline_uri": baseline_uri, "tasks": tasks,
@@ -75,10 +80,11 @@ def plan(evaluation: Evaluation, refs: dict[tuple[str, str], Any], settings: Ope
         "output_uri": output, "name": evaluation.metadata.name})
     secret = endpoint.api_key_secret if endpoint else None
     return training_plan(
-        evaluation, "eval", ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
+        evaluation, SUFFIX, ENTRYPOINT, config.to_wire(), pool=spec.node_pool, image=spec.image,
         backoff_limit=spec.backoff_limit, output=spec.output, reads=reads, writes=output,
-        artifact_uri=f"{output}/results.json", settings=settings, distributed=False,
-        secret_env=(SecretEnv(API_KEY_ENV, secret.name, secret.key),) if secret else ())
+        artifact_uri=results_uri(output), settings=settings, distributed=False,
+        secret_env=(SecretEnv(API_KEY_ENV, secret.name, secret.key),) if secret else (),
+        inputs=tuple(i for i in inputs if i is not None))
 
 
 def complete(evaluation: Evaluation, status: EvaluationStatus, plan: LaunchPlan, observation: RunObservation,
@@ -89,6 +95,7 @@ def complete(evaluation: Evaluation, status: EvaluationStatus, plan: LaunchPlan,
     status.model_run = None if endpoint else model_run(evaluation.spec.model, refs)
     if status.phase is not Phase.SUCCEEDED:
         return []
+    status.results_uri = plan.artifact_uri
     previous = evaluation.status.verdict if evaluation.status else None
     result = observation.result if observation.result and observation.result.verdict else None
     return _apply_verdict(status, result, evaluation.metadata.generation, now, previous)

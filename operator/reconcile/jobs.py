@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from torchx import specs
@@ -22,6 +21,7 @@ from llmops.trainer.config import exit_codes
 from .plan import RunState
 from .quota import creation_failure
 from .storage import pvc_volumes
+from .times import parse_time
 
 CONFIG_DIR = "/etc/llmops"
 CONFIG_FILE = "config.json"
@@ -175,10 +175,6 @@ JobState = RunState
 """A Job's status, read: the backend-neutral run state."""
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def job_and_pods(children: dict[str, list[dict[str, Any]]], job_name: str) -> tuple[dict[str, Any] | None,
                                                                                    list[dict[str, Any]]]:
     """The observed Job of this name (None if absent) and its pods."""
@@ -233,18 +229,20 @@ def job_state(job: dict[str, Any] | None, name: str, pods: list[dict[str, Any]] 
         return JobState(Phase.PENDING, "Creating", f"creating Job {name}")
     status = job.get("status", {})
     conditions = {c["type"]: c for c in status.get("conditions", []) if c.get("status") == "True"}
-    start, end, failed = _time(status.get("startTime")), _time(status.get("completionTime")), status.get("failed", 0)
-    if "Complete" in conditions:
+    start, failed = parse_time(status.get("startTime")), status.get("failed", 0)
+    # Kubernetes >= 1.31 says the outcome first (SuccessCriteriaMet, FailureTarget) and adds Complete or Failed
+    # once the pods are gone: the outcome is known from the first, so the phase never steps back to Pending.
+    if done := conditions.get("Complete") or conditions.get("SuccessCriteriaMet"):
+        end = parse_time(status.get("completionTime")) or parse_time(done.get("lastTransitionTime"))
         return JobState(Phase.SUCCEEDED, "Completed", f"Job {name} completed", start, end, failed)
-    if "Failed" in conditions:
-        condition = conditions["Failed"]
+    if condition := conditions.get("Failed") or conditions.get("FailureTarget"):
         reason = condition.get("reason") or "JobFailed"
         message = condition.get("message") or f"Job {name} failed"
         if cause := terminated_cause(pods):
             code, said = cause
             reason = exit_codes.REASONS.get(code, reason)
             message = f"{message}; the workload exited with code {code}" + (f": {said}" if said else "")
-        return JobState(Phase.FAILED, reason, message, start, _time(condition.get("lastTransitionTime")), failed)
+        return JobState(Phase.FAILED, reason, message, start, parse_time(condition.get("lastTransitionTime")), failed)
     if "Suspended" in conditions or job.get("spec", {}).get("suspend"):
         return JobState(Phase.PENDING, "Queued", f"Job {name} waits for admission by its queue", start, None, failed)
     # `active` counts pending pods too; only a ready pod is really running.

@@ -18,7 +18,7 @@ from typing import Any
 
 from torchx import specs
 
-from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement
+from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement, RunInput
 from llmops.trainer.config.result import WorkloadResult
 
 CONFIG_ARG = "{config}"
@@ -64,8 +64,10 @@ class Compute:
 
 @dataclass(frozen=True)
 class LaunchPlan:
-    run: str
-    """The run's name, unique per spec generation (`<name>-<suffix>-<generation>`): a Job's name in a cluster."""
+    suffix: str
+    """What the resource's runs are called after its name (`data`, `train`, `finetune`, `eval`)."""
+    number: int
+    """The run's number (see `workload.run_number`): a new one for a new spec generation or new inputs."""
     app: specs.AppDef
     """One role: entrypoint, args (CONFIG_ARG where the config's path goes), env, replicas."""
     launcher: Launcher
@@ -78,6 +80,14 @@ class LaunchPlan:
     artifact_uri: str
     """What the resource's status.artifactUri is once the run succeeded."""
     compute: Compute
+    inputs: tuple[RunInput, ...] = ()
+    """The artifacts of referenced resources this run consumes (recorded in status.inputs)."""
+
+    @property
+    def run(self) -> str:
+        """The run's name, `<name>-<suffix>-<number>`: its Job's (and ConfigMap's, Service's) name in a cluster,
+        its folder locally. Never the name of an earlier, different run."""
+        return f"{self.app.name}-{self.suffix}-{self.number}"
 
     @property
     def role(self) -> specs.Role:

@@ -11,25 +11,25 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .times import parse_time
+
 FAILED_CREATE = "FailedCreate"
 EVENT_GRACE = timedelta(seconds=5)
 """A Job younger than this without pods is normal: the Job controller has not got round to it yet."""
-
-
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+FINISHED_OR_SUSPENDED = ("SuccessCriteriaMet", "FailureTarget", "Complete", "Failed", "Suspended")
+"""Job conditions after which a Job has no pods on purpose (Kubernetes >= 1.31 sets the first two first)."""
 
 
 def _finished_or_suspended(job: dict[str, Any]) -> bool:
     if job.get("spec", {}).get("suspend"):
         return True
-    return any(c.get("type") in ("Complete", "Failed", "Suspended") and c.get("status") == "True"
+    return any(c.get("type") in FINISHED_OR_SUSPENDED and c.get("status") == "True"
                for c in job.get("status", {}).get("conditions", []))
 
 
 def needs_event_read(job: dict[str, Any], pods: list[dict[str, Any]], now: datetime) -> bool:
     """True when a Job should have pods by now and has none, so only its Events can say why."""
-    created = _time(job["metadata"].get("creationTimestamp"))
+    created = parse_time(job["metadata"].get("creationTimestamp"))
     return not pods and not _finished_or_suspended(job) and created is not None and now - created >= EVENT_GRACE
 
 
@@ -44,7 +44,7 @@ def _seen(event: dict[str, Any]) -> datetime:
     """When an Event was last observed: repeated Events are aggregated into one object with a newer timestamp."""
     stamps = (event.get("series", {}).get("lastObservedTime"), event.get("lastTimestamp"), event.get("eventTime"),
               event.get("metadata", {}).get("creationTimestamp"))
-    return next((t for s in stamps if (t := _time(s)) is not None), datetime.min.replace(tzinfo=UTC))
+    return next((t for s in stamps if (t := parse_time(s)) is not None), datetime.min.replace(tzinfo=UTC))
 
 
 def creation_failure(events: list[dict[str, Any]], job: dict[str, Any]) -> tuple[str, str] | None:

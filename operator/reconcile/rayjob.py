@@ -10,7 +10,6 @@ pods, as `workers: 1` is one pod running Ray locally.
 from __future__ import annotations
 
 import shlex
-from datetime import datetime
 from typing import Any
 
 from torchx import specs
@@ -19,6 +18,7 @@ from llmops.operator.api.v1alpha1.common import Phase
 
 from .jobs import CONFIG_DIR, CONTAINER, JobState, KubernetesOptions, container_resources, pod_placement, stuck_pod
 from .storage import pvc_volumes
+from .times import parse_time
 
 API_VERSION = "ray.io/v1"
 KIND = "RayJob"
@@ -90,10 +90,6 @@ def ray_job_from_plan(plan: specs.AppDef, metadata: dict[str, Any], options: Kub
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
 
-def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
 def ray_job_pods(children: dict[str, list[dict[str, Any]]], name: str) -> list[dict[str, Any]]:
     return [p for p in children.get("Pod", []) if p["metadata"].get("labels", {}).get(LABEL_RAY_JOB) == name]
 
@@ -106,7 +102,7 @@ def ray_job_state(ray_job: dict[str, Any] | None, name: str, pods: list[dict[str
         return JobState(Phase.PENDING, "Creating", f"creating RayJob {name}")
     status = ray_job.get("status") or {}
     deployment, job = status.get("jobDeploymentStatus", ""), status.get("jobStatus", "")
-    start, end, failed = _time(status.get("startTime")), _time(status.get("endTime")), status.get("failed", 0)
+    start, end, failed = parse_time(status.get("startTime")), parse_time(status.get("endTime")), status.get("failed", 0)
     said = (status.get("message") or "").strip()
     # Complete means "Ray's job reached an end", not success: only SUCCEEDED lets dependents start on the output.
     if deployment == "Complete" and job == "SUCCEEDED":

@@ -1,14 +1,18 @@
-"""Shared by the training and evaluation kinds: model references, output locations, and their launch plan:
+"""Shared by the training and evaluation kinds: model references, their launch plan, and what a run reports:
 one process running the workload, or torchrun over a node pool (PretrainJob always, FineTune when distributed)."""
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
-from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, Output, Phase, Resource
+from llmops.operator.api.v1alpha1.common import ImageSpec, ModelRef, NodePool, Output, Phase, Resource, RunInput
 from llmops.operator.api.v1alpha1.pretrainjob import TrainingMetrics, TrainingStatus
 from llmops.operator.settings import OperatorSettings
+from llmops.trainer.config.layout import checkpoints_uri, join
+from llmops.trainer.config.result import CheckpointStatus
 
+from .defaults import workload_image
 from .dependencies import Dependency, dependency
 from .plan import Compute, Launcher, LaunchPlan, RunObservation, SecretEnv, plan_app
 
@@ -38,16 +42,6 @@ def resolve_model(ref: ModelRef, refs: dict[tuple[str, str], Any]) -> Dependency
     return dependency(*target, refs.get(target))
 
 
-def default_output(resource: Resource, settings: OperatorSettings) -> str:
-    meta = resource.metadata
-    return f"{settings.artifact_root}/{meta.namespace}/{resource.names.plural}/{meta.name}"
-
-
-def workload_image(image: ImageSpec, gpus: int, settings: OperatorSettings) -> str:
-    """The spec's image, else the operator's default (the CUDA variant when GPUs are asked for)."""
-    return image.image or (settings.trainer_cuda_image if gpus else settings.trainer_image)
-
-
 def is_distributed(pool: NodePool) -> bool:
     """More than one training process: several pods, or several GPUs (one process each) in one pod."""
     return pool.nodes > 1 or pool.gpus_per_node > 1
@@ -56,28 +50,37 @@ def is_distributed(pool: NodePool) -> bool:
 def training_plan(resource: Resource, suffix: str, entrypoint: str, config: dict[str, Any], *, pool: NodePool,
                   image: ImageSpec, backoff_limit: int, output: Output, reads: dict[str, str], writes: str,
                   artifact_uri: str, settings: OperatorSettings, distributed: bool,
-                  active_deadline_seconds: int | None = None, secret_env: tuple[SecretEnv, ...] = ()) -> LaunchPlan:
-    """The plan of a run `<name>-<suffix>-<generation>` of `entrypoint --config FILE`: under torchrun on
+                  active_deadline_seconds: int | None = None, secret_env: tuple[SecretEnv, ...] = (),
+                  inputs: tuple[RunInput, ...] = ()) -> LaunchPlan:
+    """The plan of a run `<name>-<suffix>-<number>` of `entrypoint --config FILE` (numbered by generation until
+    `workload.decide` numbers it by its inputs too): under torchrun on
     `pool.nodes` nodes with one process per GPU (one on a CPU node) when `distributed`, else one process."""
     if not distributed and pool.nodes > 1:
         raise NotImplementedError(f"multi-node {resource.kind} runs are not built yet: set spec.nodePool.nodes to 1")
-    app = plan_app(resource.metadata.name, suffix, workload_image(image, pool.gpus_per_node, settings), entrypoint,
+    app = plan_app(resource.metadata.name, suffix, workload_image(image, settings, pool.gpus_per_node), entrypoint,
                    replicas=pool.nodes, gpus=pool.gpus_per_node)
     compute = Compute(image=image, resources=pool.resources, placement=pool, nodes=pool.nodes,
                       processes_per_node=max(1, pool.gpus_per_node), gpus_per_node=pool.gpus_per_node,
                       backoff_limit=backoff_limit, active_deadline_seconds=active_deadline_seconds,
                       queue_name=pool.queue_name, credentials_secret=output.credentials_secret, secret_env=secret_env)
-    return LaunchPlan(run=f"{resource.metadata.name}-{suffix}-{resource.metadata.generation or 1}", app=app,
+    return LaunchPlan(suffix=suffix, number=resource.metadata.generation or 1, app=app,
                       launcher=Launcher.TORCHRUN if distributed else Launcher.PROCESS, config=config,
                       reads={k: v for k, v in reads.items() if v}, writes=writes, artifact_uri=artifact_uri,
-                      compute=compute)
+                      compute=compute, inputs=inputs)
 
 
-def with_final_metrics(status: TrainingStatus, observation: RunObservation) -> None:
-    """A succeeded run's final losses as the workload reported them on the result channel: shown even when no
-    progress line was read after the last step (the log is read on a timer, the result once at the end)."""
+def with_training_result(status: TrainingStatus, observation: RunObservation, writes: str) -> None:
+    """What a succeeded run reported on the result channel: its final losses (shown even when no progress line was
+    read after the last step: the log is read on a timer, the result once at the end), its trainable parameters
+    and its newest checkpoint (under `writes`, the run's output root)."""
     result = observation.result
-    if status.phase is not Phase.SUCCEEDED or result is None or not result.metrics:
+    if status.phase is not Phase.SUCCEEDED or result is None:
         return
-    current = status.metrics.to_wire() if status.metrics else {}
-    status.metrics = TrainingMetrics.model_validate({**current, **result.metrics})
+    if result.metrics:
+        current = status.metrics.to_wire() if status.metrics else {}
+        status.metrics = TrainingMetrics.model_validate({**current, **result.metrics})
+    status.parameters = result.parameters if result.parameters is not None else status.parameters
+    if result.checkpoint is not None:  # named as the workload sees it (a mount path in a pod); status keeps URIs
+        step_dir = PurePosixPath(result.checkpoint.uri.rstrip("/")).name
+        status.checkpoint = CheckpointStatus(step=result.checkpoint.step,
+                                             uri=join(checkpoints_uri(writes), step_dir))

@@ -13,6 +13,8 @@ import time
 import pytest
 
 from llmops.trainer.config import exit_codes
+from llmops.trainer.config.manifest import DatasetStats
+from llmops.trainer.config.result import WorkloadResult
 from tests.cluster.cluster import TestCluster
 from tests.conftest import example, patched
 from tests.integration.conftest import (
@@ -21,6 +23,7 @@ from tests.integration.conftest import (
     Operators,
     apply,
     exists,
+    finish_job_pod,
     get,
     phase,
     running_pod,
@@ -58,6 +61,33 @@ def test_dataset_runs_as_a_job_and_succeeds(cluster: TestCluster, kubectl: Kubec
     reasons = {e["reason"] for e in get(kubectl, namespace, "events")["items"]
                if e["involvedObject"]["kind"] == "Dataset"}
     assert {"Running", "Completed"} <= reasons
+
+
+def test_a_finished_run_goes_from_running_to_succeeded_and_shows_what_it_reported(
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
+    """Since Kubernetes 1.31 a finished Job says SuccessCriteriaMet before Complete, with no ready pod in between:
+    the Dataset must not step back to Pending then. The counts the workload reports reach the printer columns."""
+    operators.start("op")
+    apply(kubectl, namespace, dataset("counted"))
+    wait_until("Dataset Running", lambda: phase(kubectl, namespace, "counted") == "Running")
+    out = f"{ARTIFACT_ROOT}/{namespace}/datasets/counted"
+    result = WorkloadResult(artifact_uri=out, tokenizer_uri=f"{out}/tokenizer.json", stats=DatasetStats(
+        documents_read=1500, documents_kept=1234, tokens=56789, vocab_size=2048))
+    finish_job_pod(cluster, namespace, "counted-data-1", result.to_message())
+    wait_until("counts in status", lambda: (get(kubectl, namespace, "dataset.llmops.dev/counted")["status"]
+                                            .get("stats") or {}).get("tokens") == 56789)
+    status = get(kubectl, namespace, "dataset.llmops.dev/counted")["status"]
+    assert status["phase"] == "Succeeded" and status["tokenizerUri"] == f"{out}/tokenizer.json"
+    assert status["stats"]["vocabSize"] == 2048
+
+    header, row = kubectl("get", "llmds", "counted", "-n", namespace).stdout.splitlines()
+    cell = {name: row[header.index(name):].split()[0] for name in ("PHASE", "DOCUMENTS", "TOKENS")}
+    assert cell == {"PHASE": "Succeeded", "DOCUMENTS": "1234", "TOKENS": "56789"}
+    events = [e for e in get(kubectl, namespace, "events")["items"]
+              if e["involvedObject"]["kind"] == "Dataset" and e["involvedObject"]["name"] == "counted"]
+    said = {reason: sum(e.get("count") or 1 for e in events if e["reason"] == reason)
+            for reason in ("PodsPending", "Running", "Completed")}
+    assert said["Running"] == 1 and said["Completed"] == 1 and said["PodsPending"] <= 1, said
 
 
 def test_a_config_error_fails_at_once_with_the_reason(cluster: TestCluster, kubectl: Kubectl, namespace: str,

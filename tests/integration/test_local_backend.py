@@ -19,8 +19,7 @@ from llmops.operator.api.v1alpha1.common import ImageSpec, Phase
 from llmops.operator.backends.local import LocalBackend
 from llmops.operator.reconcile.plan import CONFIG_ARG, Compute, Launcher, LaunchPlan, RunObservation, plan_app
 from llmops.trainer.config import exit_codes
-from llmops.trainer.config.result import WorkloadResult
-from llmops.trainer.config.result import TERMINATION_LOG_ENV
+from llmops.trainer.config.result import TERMINATION_LOG_ENV, WorkloadResult
 
 KIND, NAME = "FineTune", "fake"
 FINAL = (Phase.SUCCEEDED, Phase.FAILED)
@@ -94,8 +93,9 @@ def workload(tmp_path: Path, *steps: dict[str, Any]) -> Workload:
     return Workload(tmp_path / "workload", list(steps))
 
 
-def plan_for(fake: Workload, backoff_limit: int = 0, run: str = "fake-abc-1") -> LaunchPlan:
-    return LaunchPlan(run=run, app=plan_app(NAME, "trainer", "trainer:test", entrypoint=str(fake.script)),
+def plan_for(fake: Workload, backoff_limit: int = 0) -> LaunchPlan:
+    return LaunchPlan(suffix="abc", number=1,
+                      app=plan_app(NAME, "trainer", "trainer:test", entrypoint=str(fake.script)),
                       launcher=Launcher.PROCESS, config={"x": 1}, reads={}, writes="/tmp/unused",
                       artifact_uri="/tmp/unused", compute=Compute(image=ImageSpec(), backoff_limit=backoff_limit))
 

@@ -11,9 +11,13 @@ from typing import Any
 import pytest
 
 from llmops.operator.api.admission import parse
+from llmops.operator.api.v1alpha1.common import Phase
+from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
 from llmops.operator.reconcile.artifacts import FINALIZER, cleanup, finalizers
 from llmops.operator.settings import OperatorSettings
+from llmops.trainer.config import layout
 from llmops.trainer.config.artifacts import is_root
+from llmops.trainer.config.result import CheckpointStatus
 from tests.conftest import example, patched
 
 SETTINGS = OperatorSettings(artifact_root="pvc://artifacts", trainer_image="trainer:1")
@@ -34,8 +38,8 @@ def test_the_finalizer_follows_the_spec() -> None:
 
 
 def test_cleanup_runs_one_job_with_the_resources_credentials_and_volume() -> None:
-    resource = pretrainjob(retainArtifacts=False, credentialsSecret="store")
-    step = cleanup(resource, {"artifactUri": "pvc://models/team/tiny"}, [], [], SETTINGS)
+    resource = pretrainjob(retainArtifacts=False, credentialsSecret="store", uri="pvc://models/team/tiny")
+    step = cleanup(resource, [], [], SETTINGS)
     config_map, job = step.children
     assert not step.done and step.reason == "DeletingArtifacts"
     assert json.loads(config_map["data"]["config.json"]) == {"uris": ["/mnt/pvc/models/team/tiny"]}
@@ -48,14 +52,33 @@ def test_cleanup_runs_one_job_with_the_resources_credentials_and_volume() -> Non
     assert "nvidia.com/gpu" not in json.dumps(container.get("resources", {}))
 
 
+def test_the_whole_output_root_is_deleted_not_only_the_model(tmp_path: Path) -> None:
+    """status.artifactUri is `<out>/model`: the checkpoints beside it (and all else under `<out>`) go too."""
+    settings = OperatorSettings(artifact_root=str(tmp_path / "artifacts"), trainer_image="trainer:1")
+    resource = pretrainjob(retainArtifacts=False)
+    root = tmp_path / "artifacts" / "team" / "pretrainjobs" / resource.metadata.name
+    resource.status = TrainingStatus(phase=Phase.SUCCEEDED, artifact_uri=layout.model_uri(str(root)),
+                                     checkpoint=CheckpointStatus(step=10, uri=layout.checkpoints_uri(str(root))))
+    for part in (layout.model_uri(str(root)), layout.join(layout.checkpoints_uri(str(root)), "step-00000010")):
+        Path(part).mkdir(parents=True)
+        (Path(part) / "weights").write_bytes(b"x")
+    config_map, _ = cleanup(resource, [], [], settings).children
+    config = tmp_path / "config.json"
+    config.write_text(config_map["data"]["config.json"])  # what the cleanup pod reads
+    result = subprocess.run([str(BIN / "llmops-artifacts"), "--config", str(config)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(config.read_text()) == {"uris": [str(root)]} and not root.exists()
+    assert (tmp_path / "artifacts" / "team" / "pretrainjobs").is_dir()  # only this resource's root
+
+
 def test_the_finalizer_goes_only_after_the_job_succeeded() -> None:
     resource = pretrainjob(retainArtifacts=False)
-    name = cleanup(resource, {}, [], [], SETTINGS).children[1]["metadata"]["name"]
+    name = cleanup(resource, [], [], SETTINGS).children[1]["metadata"]["name"]
     done = {"metadata": {"name": name}, "spec": {}, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     failed = {"metadata": {"name": name}, "spec": {},
               "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}
-    assert cleanup(resource, {}, [done], [], SETTINGS).done
-    refused = cleanup(resource, {}, [failed], [], SETTINGS)
+    assert cleanup(resource, [done], [], SETTINGS).done
+    refused = cleanup(resource, [failed], [], SETTINGS)
     assert not refused.done and refused.reason == "CleanupFailed" and FINALIZER in refused.message
 
 
@@ -64,7 +87,7 @@ def test_the_workload_stops_before_anything_is_deleted() -> None:
     training = {"metadata": {"name": "tiny-pretrain-1"}, "spec": {}, "status": {"active": 1}}
     pod = {"metadata": {"name": "tiny-pretrain-1-0", "labels": {"job-name": "tiny-pretrain-1"}}}
     for jobs, pods in (([training], [pod]), ([], [pod])):
-        step = cleanup(resource, {}, jobs, pods, SETTINGS)
+        step = cleanup(resource, jobs, pods, SETTINGS)
         assert step.children == [] and step.reason == "StoppingWorkload"  # the caller deletes the stale Job
 
 
@@ -75,7 +98,7 @@ def test_roots_and_buckets_are_never_deleted(uri: str, root: bool) -> None:
 
 
 def test_a_bucket_as_output_is_refused_with_a_way_out() -> None:
-    step = cleanup(pretrainjob(retainArtifacts=False, uri="s3://bucket"), {}, [], [], SETTINGS)
+    step = cleanup(pretrainjob(retainArtifacts=False, uri="s3://bucket"), [], [], SETTINGS)
     assert step.children == [] and not step.done and step.reason == "CleanupRefused"
 
 

@@ -12,7 +12,6 @@ from llmops.operator.api.admission import parse
 from llmops.operator.api.v1alpha1 import Dataset
 from llmops.operator.api.v1alpha1.common import Condition, ConditionStatus, Phase
 from llmops.operator.api.v1alpha1.dataset import DatasetStatus
-from llmops.operator.api.v1alpha1.pretrainjob import TrainingStatus
 from llmops.operator.backends import kubernetes
 from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
@@ -83,6 +82,50 @@ class TestSetCondition:
 def test_job_state(job: dict[str, Any] | None, want_phase: Phase, want_reason: str) -> None:
     state = job_state(job, "shakespeare-data-1")
     assert (state.phase, state.reason) == (want_phase, want_reason)
+
+
+class TestJobsAsKubernetes131AndLaterShowThem:
+    """Since 1.31 the Job controller first says the outcome (SuccessCriteriaMet, FailureTarget) and adds Complete
+    or Failed only once every pod is gone; in between `ready` is 0. The run must not read as Pending then."""
+
+    STARTED = "2026-11-24T11:50:00Z"
+
+    def test_success_criteria_met_is_success_with_its_time_as_the_end(self) -> None:
+        job = make_job(startTime=self.STARTED, succeeded=1, ready=0, active=0, terminating=0, conditions=[
+            {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached",
+             "lastTransitionTime": "2026-11-24T11:59:00Z"}])
+        state = job_state(job, "shakespeare-data-1")
+        assert (state.phase, state.reason) == (Phase.SUCCEEDED, "Completed")
+        assert state.completion_time == datetime(2026, 11, 24, 11, 59, tzinfo=UTC)
+
+    def test_failure_target_is_failure_with_the_exit_code_reason(self) -> None:
+        job = make_job(startTime=self.STARTED, failed=1, terminating=1, conditions=[
+            {"type": "FailureTarget", "status": "True", "reason": "PodFailurePolicy",
+             "message": "Container main for pod x-0 failed with exit code 78 matching FailJob rule at index 0",
+             "lastTransitionTime": "2026-11-24T11:59:00Z"}])
+        pod = {"metadata": {"name": "x-0", "labels": {"job-name": "shakespeare-data-1"}}, "status": {
+            "containerStatuses": [{"name": "main", "state": {"terminated": {"exitCode": 78, "message": "bad uri"}}}]}}
+        state = job_state(job, "shakespeare-data-1", [pod])
+        assert (state.phase, state.reason) == (Phase.FAILED, exit_codes.REASONS[exit_codes.CONFIG_ERROR])
+        assert "bad uri" in state.message
+
+    def test_a_finished_run_goes_from_running_to_succeeded_with_one_event(self) -> None:
+        ds = make_dataset()
+        running = make_job(startTime=self.STARTED, active=1, ready=1)
+        children = {"Job": [running]}
+        first = reconcile(dataset, ds, children, {}, SETTINGS, NOW)
+        ds.status = DatasetStatus.model_validate(first.status)
+        finished = make_job(startTime=self.STARTED, succeeded=1, ready=0, conditions=[
+            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": "2026-11-24T11:59:00Z"}])
+        second = reconcile(dataset, ds, {"Job": [finished]}, {}, SETTINGS, NOW)
+        ds.status = DatasetStatus.model_validate(second.status)
+        complete = {**finished, "status": {**finished["status"], "completionTime": "2026-11-24T11:59:01Z",
+                                           "conditions": [*finished["status"]["conditions"],
+                                                          {"type": "Complete", "status": "True"}]}}
+        third = reconcile(dataset, ds, {"Job": [complete]}, {}, SETTINGS, NOW)
+        assert [first.status["phase"], second.status["phase"], third.status["phase"]] == [
+            "Running", "Succeeded", "Succeeded"]
+        assert [e.reason for e in second.events] == ["Completed"] and third.events == []
 
 
 class TestDatasetReconcile:
@@ -219,15 +262,6 @@ class TestPretrainJobReconcile:
         parameters = job.spec.model.parameter_count(2048)
         batch = job.spec.training.batch.micro_batch_size
         assert config["training"]["maxSteps"] == int(1e15 / (6 * parameters * batch * 128))
-
-    def test_a_started_run_keeps_its_data_when_the_dataset_reruns(self) -> None:
-        job = self.job()
-        body = self.dataset_body("Succeeded", artifactUri="s3://b/d")
-        first = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): body}, SETTINGS, NOW)
-        job.status = TrainingStatus.model_validate(first.status)
-        rerun = reconcile(pretrainjob, job, {}, {("Dataset", "shakespeare"): self.dataset_body("Running")},
-                                      SETTINGS, NOW)
-        assert [c["kind"] for c in rerun.children] == ["ConfigMap", "Job"] and rerun.status["dataUri"] == "s3://b/d"
 
 
 def succeeded(uri: str) -> dict[str, Any]:

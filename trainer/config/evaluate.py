@@ -131,7 +131,7 @@ class EvalRunConfig(ApiModel):
 
 
 class TaskRun(TaskSettings):
-    """A task with its data resolved to a local path by the operator."""
+    """A task with its data resolved by the operator to a path or fsspec URI (pvc:// mapped to its mount)."""
 
     data_uri: str | None = Field(default=None, min_length=1)
     """Text/JSONL file or directory for the task; for perplexity also a Dataset output directory."""
@@ -183,7 +183,7 @@ class EvalJobConfig(EvalRunConfig):
     """What the evaluation workload reads from its config file."""
 
     model_uri: str | None = Field(default=None, min_length=1)
-    """Hugging Face-format model directory under evaluation (a local path). Or set `endpoint`."""
+    """Hugging Face-format model directory under evaluation (a path or fsspec URI). Or set `endpoint`."""
 
     endpoint: EndpointConfig | None = None
     """A live server to evaluate over HTTP instead of a model directory (task types perplexity,

@@ -131,13 +131,13 @@ class FineTuneRunConfig(ApiModel):
     """What the fine-tune workload reads; the operator resolves it from a FineTune."""
 
     base_uri: str = Field(min_length=1)
-    """Hugging Face-format model directory to start from (a local path)."""
+    """Hugging Face-format model directory to start from (a path or fsspec URI)."""
 
     data_uri: str = Field(min_length=1)
-    """JSONL file or directory of JSONL files with the records (a local path)."""
+    """JSONL file or directory of JSONL files with the records (a path or fsspec URI)."""
 
     output_uri: str = Field(min_length=1)
-    """Where checkpoints and the exported model (model/) go (a local path)."""
+    """Where checkpoints and the exported model (model/) go (a path or fsspec URI)."""
 
     method: FineTuneMethod
     """sft, lora, classification or dpo."""

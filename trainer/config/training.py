@@ -163,10 +163,10 @@ class PretrainRunConfig(ApiModel):
     """What the pretrain workload reads from its config file; the operator resolves it from a PretrainJob."""
 
     data_uri: str = Field(min_length=1)
-    """A Dataset's output directory (manifest.json, shards/, tokenizer.json), as a local path."""
+    """A Dataset's output directory (manifest.json, shards/, tokenizer.json): a path or fsspec URI."""
 
     output_uri: str = Field(min_length=1)
-    """Where checkpoints (checkpoints/) and the exported model (model/) are written, as a local path."""
+    """Where checkpoints (checkpoints/) and the exported model (model/) are written: a path or fsspec URI."""
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     """Model shape."""

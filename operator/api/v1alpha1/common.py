@@ -268,6 +268,25 @@ class Progress(StatusModel):
 CONDITIONS_SCHEMA_EXTRA = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
+class RunInput(StatusModel):
+    """An artifact of another resource that a run consumes: which resource, which of its runs made it, where."""
+
+    kind: str
+    """Kind of the referenced resource: Dataset, PretrainJob or FineTune."""
+
+    name: str
+    """Its name (same namespace)."""
+
+    generation: int | None = None
+    """Its metadata.generation whose run made the artifact."""
+
+    run: str | None = None
+    """Its run (Job name) that made the artifact: a re-run of the same generation is another artifact."""
+
+    artifact_uri: str
+    """Where the artifact is (the referenced resource's status.artifactUri)."""
+
+
 class WorkloadStatus(StatusModel):
     """Status fields every workload kind shares."""
 
@@ -287,7 +306,14 @@ class WorkloadStatus(StatusModel):
     """Where the output was written, once it Succeeded."""
 
     job_name: str | None = None
-    """Name of the Kubernetes Job running the workload."""
+    """Name of the current run: the Kubernetes Job `<name>-<suffix>-<runNumber>`."""
+
+    run_number: int | None = None
+    """Number of the current (or last) run. A new run starts, under a new number, when the spec's generation or
+    an input changes; it is never below metadata.generation, so without input changes it is the generation."""
+
+    inputs: list[RunInput] = Field(default_factory=list)
+    """The artifacts of other resources the current run consumes; empty while it waits for them."""
 
     start_time: datetime | None = None
     """When the workload started running."""

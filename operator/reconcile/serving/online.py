@@ -16,11 +16,13 @@ from llmops.operator.api.v1alpha1.deployment import AnalysisCheck, CanaryStatus,
 from llmops.operator.backends import kubernetes
 from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
+from llmops.trainer.config.layout import results_uri
 from llmops.trainer.config.result import WorkloadResult
 
+from ..defaults import default_output
 from ..evaluation import ENTRYPOINT
 from ..jobs import job_and_pods, job_state
-from ..training import default_output, training_plan
+from ..training import training_plan
 from .revisions import revision_name
 
 METRIC = "onlineEvaluation"
@@ -48,7 +50,7 @@ def children(deployment: Deployment, state: CanaryStatus, settings: OperatorSett
     plan = training_plan(deployment, _suffix(state), ENTRYPOINT, config.to_wire(), pool=NodePool(),
                          image=spec.image.model_copy(update={"image": None}), backoff_limit=1, output=Output(),
                          reads={f"task:{t.name}": t.uri or "" for t in online.tasks}, writes=output,
-                         artifact_uri=f"{output}/results.json", settings=settings, distributed=False)
+                         artifact_uri=results_uri(output), settings=settings, distributed=False)
     return kubernetes.desired_children(deployment, plan, settings)
 
 
