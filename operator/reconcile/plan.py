@@ -11,6 +11,7 @@ turning them into what a process can open is the backend's business (a pvc:// be
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +20,7 @@ from typing import Any
 from torchx import specs
 
 from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement, RunInput
+from llmops.trainer.config.layout import RUN_ENV
 from llmops.trainer.config.result import WorkloadResult
 
 CONFIG_ARG = "{config}"
@@ -91,8 +93,10 @@ class LaunchPlan:
 
     @property
     def role(self) -> specs.Role:
+        """The app's one role, with the run's name in its environment (RUN_ENV): a workload resumes only from
+        checkpoints its own run wrote, never from an earlier run's under the same output root."""
         (role,) = self.app.roles
-        return role
+        return dataclasses.replace(role, env={**role.env, RUN_ENV: self.run})
 
     @property
     def uris(self) -> tuple[str, ...]:

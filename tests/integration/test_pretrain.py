@@ -15,7 +15,7 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from llmops.trainer.config import exit_codes
+from llmops.trainer.config import exit_codes, layout
 from llmops.trainer.config.training import PretrainRunConfig
 from llmops.trainer.train.checkpoint import Preempted
 from llmops.trainer.train.metrics import MetricsLog
@@ -78,6 +78,23 @@ def test_a_preempted_run_resumes_on_the_same_loss_curve(dataset: Path, tmp_path:
     assert min(second) == 14  # started after the checkpoint
     for step in range(14, 21):
         assert second[step] == pytest.approx(first[step], rel=1e-5, abs=1e-6), step
+
+
+def test_a_new_run_never_resumes_from_an_earlier_runs_checkpoints(dataset: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The operator names each run (a new spec generation or new inputs: a new run) in LLMOPS_RUN.
+    monkeypatch.setenv(layout.RUN_ENV, "tiny-train-1")
+    train(run_config(dataset, tmp_path, maxSteps=20), MetricsLog(enabled=False))
+    monkeypatch.setenv(layout.RUN_ENV, "tiny-train-2")
+    with pytest.raises(Preempted):
+        train(run_config(dataset, tmp_path, maxSteps=20), SigtermAt(5))
+    # Run 2 started from step 1, not from run 1's step 20, and its first checkpoint removed run 1's.
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000005"]
+    assert json.loads((checkpoints / "step-00000005" / "meta.json").read_text())["run"] == "tiny-train-2"
+    resumed = MetricsLog(stream=open(os.devnull, "w"))  # noqa: SIM115
+    train(run_config(dataset, tmp_path, maxSteps=20), resumed)  # the same run again: it resumes from its own
+    assert min(losses(resumed.history)) == 6
 
 
 def test_only_the_newest_checkpoints_are_kept_and_the_last_step_is_one(dataset: Path, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from llmops.operator.reconcile.plan import LaunchPlan
 from llmops.operator.reconcile.serving import gate
 from llmops.operator.reconcile.workload import run_number
 from llmops.operator.settings import OperatorSettings
+from llmops.trainer.config import layout
 from llmops.trainer.config.result import WorkloadResult
 from tests.conftest import example, patched
 
@@ -193,3 +194,16 @@ def test_the_config_of_a_new_run_reads_the_new_artifact() -> None:
                             SETTINGS)
     assert isinstance(planned, LaunchPlan) and planned.config["baseUri"] == "s3://b/v2/model"
     assert json.loads(json.dumps(planned.config))["lineage"]["base"] == "s3://b/v2/model"
+
+
+def test_each_run_is_named_in_its_workloads_environment_so_it_resumes_only_from_its_own_checkpoints() -> None:
+    ft = make("FineTune")
+    refs = {PRETRAIN: upstream(PRETRAIN, 1, "tiny-shakespeare-train-2", "s3://b/ptj/model")}
+    ft.status = TrainingStatus(job_name="tiny-shakespeare-lora-finetune-1", observed_generation=1, run_number=1,
+                               inputs=[RUN_1])
+    decision = reconcile(finetune, ft, {}, refs, SETTINGS, NOW)
+    (job,) = [c for c in decision.children if c["kind"] == "Job"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert job["metadata"]["name"] == "tiny-shakespeare-lora-finetune-2"
+    assert env[layout.RUN_ENV] == "tiny-shakespeare-lora-finetune-2"

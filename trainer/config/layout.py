@@ -25,6 +25,10 @@ MODEL_CARD_FILE = "model-card.md"
 LINEAGE_FILE = "lineage.json"
 MODEL_CONFIG_FILE = "config.json"
 
+RUN_ENV = "LLMOPS_RUN"
+"""The run's name (`<name>-<suffix>-<number>`), set by either backend: a checkpoint records the run that wrote it,
+and a run resumes only from its own (a new run of a resource starts afresh under the same output root)."""
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 """Any one of these makes a model directory loadable (with config.json and a tokenizer)."""

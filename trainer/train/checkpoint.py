@@ -1,11 +1,15 @@
 """Checkpoints with the full training state, written with torch.distributed.checkpoint (DCP).
 
 A checkpoint directory `step-NNNNNNNN/` holds the model and optimizer state (DCP, sharded by rank when
-distributed), each rank's RNG state, and `meta.json` (step, config), written last: a checkpoint without it is
-incomplete and never restored. Locally it is written under a temporary name and renamed when complete. On an
-object store it is written to a local staging directory, each node uploads what its ranks wrote, then rank 0
-uploads meta.json; restoring downloads the newest complete one. The schedule and the data position are pure
-functions of the step, so the step restores them.
+distributed), each rank's RNG state, and `meta.json` (step, config, the run that wrote it), written last: a
+checkpoint without it is incomplete and never restored. Locally it is written under a temporary name and
+renamed when complete. On an object store it is written to a local staging directory, each node uploads what
+its ranks wrote, then rank 0 uploads meta.json; restoring downloads the newest complete one. The schedule and
+the data position are pure functions of the step, so the step restores them.
+
+A run (layout.RUN_ENV, set by the operator and by `llmops run`) resumes only from its own checkpoints: a new
+run of the resource (new spec, new inputs) starts afresh, and the first checkpoint it writes removes the
+earlier runs' ones, which nothing can resume from.
 """
 
 from __future__ import annotations
@@ -60,10 +64,13 @@ def sigterm_requests(enabled: bool) -> Iterator[dict[str, bool]]:
 
 
 class Checkpointer:
-    def __init__(self, uri: str, keep_last: int, trainable_only: bool = False, staging: Path | None = None):
+    def __init__(self, uri: str, keep_last: int, trainable_only: bool = False, staging: Path | None = None,
+                 run: str | None = None):
         """uri: the checkpoints directory (a path or a store URI). trainable_only: leave frozen weights out (a
         LoRA checkpoint holds only the adapters). staging: where a store's checkpoints are written and restored
-        on this node (default: under storage.cache_dir)."""
+        on this node (default: under storage.cache_dir). run: this run's name; without one (a workload started by
+        hand) any complete checkpoint is resumed from."""
+        self.run = run
         self.uri, self.keep_last = uri.rstrip("/"), keep_last
         self.local = layout.local_path(uri) if layout.is_local(uri) else None
         self.staging = self.local or staging or storage.cache_dir("checkpoints") / hashlib.sha256(
@@ -82,8 +89,8 @@ class Checkpointer:
     def _step_uri(self, name: str) -> str:
         return layout.join(self.uri, name)
 
-    def complete(self) -> list[str]:
-        """Names of the complete checkpoints (those with meta.json), oldest first."""
+    def _all_complete(self) -> list[str]:
+        """Names of every complete checkpoint (those with meta.json), whichever run wrote it, oldest first."""
         if self.local is not None:
             if not self.local.is_dir():
                 return []
@@ -91,6 +98,26 @@ class Checkpointer:
                           if p.name.startswith(PREFIX) and (p / META_FILE).exists())
         return sorted(name.split("/")[0] for name in storage.listing(self.uri)
                       if name.startswith(PREFIX) and name.count("/") == 1 and name.endswith(f"/{META_FILE}"))
+
+    def _written_by(self, name: str) -> str | None:
+        meta_uri = layout.join(self._step_uri(name), META_FILE)
+        if self.local is not None:
+            text = (self.local / name / META_FILE).read_text()
+        else:
+            with storage.open(meta_uri, "rt") as meta:
+                text = meta.read()
+        return json.loads(text).get("run")
+
+    def _ours(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """(this run's checkpoints, other runs') among `names`."""
+        if self.run is None:
+            return names, []
+        ours = [n for n in names if self._written_by(n) == self.run]
+        return ours, [n for n in names if n not in ours]
+
+    def complete(self) -> list[str]:
+        """Names of this run's complete checkpoints, oldest first (every one when the run is unnamed)."""
+        return self._ours(self._all_complete())[0]
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> str:
         """Write the checkpoint of `step` (a collective: every rank calls it); returns its URI."""
@@ -112,7 +139,8 @@ class Checkpointer:
             storage.upload_files(partial, self._step_uri(name))
         barrier()
         if _rank() == 0:
-            (partial / META_FILE).write_text(json.dumps({"step": step, **meta}, indent=2))
+            run = {"run": self.run} if self.run else {}
+            (partial / META_FILE).write_text(json.dumps({"step": step, **run, **meta}, indent=2))
             self._publish(partial, name)
             self._prune()
         barrier()
@@ -130,9 +158,10 @@ class Checkpointer:
             storage.put_file(partial / META_FILE, layout.join(self._step_uri(name), META_FILE))
 
     def _prune(self) -> None:
-        """Keep the newest keep_last complete checkpoints; meta.json goes first, so a half-deleted one is
-        incomplete rather than corrupt."""
-        for old in self.complete()[: -self.keep_last]:
+        """Keep this run's newest keep_last complete checkpoints and none of other runs'; meta.json goes first, so
+        a half-deleted one is incomplete rather than corrupt."""
+        ours, others = self._ours(self._all_complete())
+        for old in [*others, *ours[: -self.keep_last]]:
             if self.local is not None:
                 (self.local / old / META_FILE).unlink(missing_ok=True)
                 shutil.rmtree(self.local / old, ignore_errors=True)

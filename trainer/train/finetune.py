@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -311,7 +312,7 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
     # Only trainable weights are checkpointed: a LoRA checkpoint holds the adapters, not the frozen base.
     # Every rank takes part in save and restore (DCP collectives).
     checkpoints = Checkpointer(layout.checkpoints_uri(config.output_uri), config.checkpoint.keep_last,
-                               trainable_only=True)
+                               trainable_only=True, run=os.environ.get(layout.RUN_ENV))
     start, started = checkpoints.restore(method.model, optimizer), time.monotonic()
     method.model.train()
     with sigterm_requests(config.checkpoint.on_preemption) as stop:

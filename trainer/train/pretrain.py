@@ -96,7 +96,8 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     optimizer = _optimizer(model, config, device)
     autocast = _autocast_dtype(training.precision, device)
     scaler = torch.amp.GradScaler(enabled=autocast is torch.float16)
-    checkpoints = Checkpointer(layout.checkpoints_uri(config.output_uri), config.checkpoint.keep_last)
+    checkpoints = Checkpointer(layout.checkpoints_uri(config.output_uri), config.checkpoint.keep_last,
+                               run=os.environ.get(layout.RUN_ENV))
     start = checkpoints.restore(model, optimizer)
 
     tokens_per_step = batch.micro_batch_size * batch.gradient_accumulation_steps * length * world
