@@ -8,7 +8,6 @@ changed: a resource's phase or Ready reason, or (at most every `progress_every` 
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from llmops.operator.local.inspect import (
     ref,
     result_rows,
 )
+from llmops.trainer.config import layout
 
 PHASE_STYLES = {
     "Succeeded": "green", "Available": "green", "Passed": "green",
@@ -290,11 +290,9 @@ def _outcome_section(resources: Sequence[Mapping[str, Any]]) -> Section:
 def local_path(uri: str, store: Path) -> Path | None:
     """Where an artifact URI is on this machine: a path or `file://` URI (relative ones are under the store);
     None for remote schemes (s3://, pvc://), whose files cannot be shown here."""
-    if uri.startswith("file://"):
-        uri = uri.removeprefix("file://")
-    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", uri):
+    if not layout.is_local(uri):
         return None
-    path = Path(uri)
+    path = layout.local_path(uri)
     return path if path.is_absolute() else store / path
 
 

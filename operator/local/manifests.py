@@ -15,6 +15,7 @@ from typing import Any
 
 from llmops.operator.api.admission import AdmissionError, admit, load_manifests, parse
 from llmops.operator.api.v1alpha1.common import Resource
+from llmops.trainer.config.layout import is_local, local_path
 
 DEFAULT_NAMESPACE = "default"
 OUTPUT_FIELDS = ("output",)
@@ -37,11 +38,6 @@ class Loaded:
 
 class ManifestError(ValueError):
     """One or more manifests cannot run; the message lists every problem, one per line."""
-
-
-def is_local(uri: str) -> bool:
-    """A path on this machine (no scheme, or file://); builtin:// and fsspec URIs are not."""
-    return "://" not in uri or uri.startswith("file://")
 
 
 def uri_fields(value: Any, path: str = "spec") -> Iterator[tuple[str, dict[str, Any], str]]:
@@ -69,7 +65,7 @@ def resolve_uris(manifest: dict[str, Any], directory: Path) -> list[str]:
             continue
         if not is_local(uri):
             continue
-        path = Path(uri.removeprefix("file://"))
+        path = local_path(uri)
         absolute = path if path.is_absolute() else (directory / path).resolve()
         holder[key] = str(absolute)
         output = any(where.startswith(f"spec.{part}.") for part in OUTPUT_FIELDS)

@@ -27,10 +27,10 @@ from llmops.operator.reconcile.plan import Waiting
 from llmops.operator.reconcile.progress import parse_progress, with_progress
 from llmops.operator.reconcile.workload import WorkloadKind, decide
 from llmops.operator.settings import OperatorSettings
-from llmops.trainer.config.layout import checkpoints_uri
+from llmops.trainer.config.layout import checkpoints_uri, is_local, local_path
 
 from .graph import ordered, upstream
-from .manifests import Loaded, ManifestError, is_local, load, uri_fields
+from .manifests import Loaded, ManifestError, load, uri_fields
 from .store import INPUT_DIGEST, MANIFEST, OUTPUT_DIGEST, Store, content_digest, spec_digest
 
 KINDS: dict[str, WorkloadKind] = {"Dataset": dataset, "PretrainJob": pretrainjob, "FineTune": finetune,
@@ -88,7 +88,7 @@ class Runner:
         spec = item.resource.spec.to_wire()
         for uri in (holder[key] for _, holder, key in uri_fields(spec)):
             if is_local(uri) and not uri.startswith(str(self.store.root.resolve())):
-                inputs[uri] = content_digest(Path(uri.removeprefix("file://")))
+                inputs[uri] = content_digest(local_path(uri))
         return spec_digest(spec, inputs)
 
     def body(self, item: Loaded, digest: str) -> tuple[dict[str, Any], bool]:
@@ -112,7 +112,7 @@ class Runner:
 
     def _artifact_exists(self, status: dict[str, Any]) -> bool:
         uri = status.get("artifactUri")
-        return uri is None or not is_local(uri) or Path(uri.removeprefix("file://")).exists()
+        return uri is None or not is_local(uri) or local_path(uri).exists()
 
     def refs(self) -> dict[tuple[str, str], Any]:
         return dict(self.bodies)
@@ -202,7 +202,7 @@ class Runner:
         uri = body["status"].get("artifactUri")
         local = uri is not None and is_local(uri)
         body["metadata"]["annotations"][OUTPUT_DIGEST] = (
-            content_digest(Path(uri.removeprefix("file://"))) if local and uri else body["metadata"]["annotations"]
+            content_digest(local_path(uri)) if local and uri else body["metadata"]["annotations"]
             [INPUT_DIGEST])
         self._save(item, body, [], self.clock())
 

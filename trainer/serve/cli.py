@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from llmops.trainer.config import layout
 from llmops.trainer.config.exit_codes import CONFIG_ERROR
 from llmops.trainer.config.serve import ServerConfig
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, ValidationError, yaml.YAMLError) as error:
         print(f"llmops-serve: {error}", file=sys.stderr)
         return CONFIG_ERROR
-    if "://" not in str(args.model):  # a local model: say what is missing before listening at all
+    if layout.is_local(str(args.model)):  # a local model: say what is missing before listening at all
         try:
             check_files(localize(str(args.model)))
         except ModelLoadError as error:
