@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,18 +36,8 @@ def managers(obj: dict[str, Any]) -> dict[str, set[str]]:
     return out
 
 
-@pytest.fixture
-def own_namespace(kubectl: Kubectl) -> Iterator[str]:
-    """A namespace the test deletes itself (and waits for)."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
 def test_a_reconciled_resource_has_no_finalizer_and_deletes_while_the_operator_is_down(
-        cluster: TestCluster, kubectl: Kubectl, own_namespace: str, operators: Operators) -> None:
-    namespace = own_namespace
+        cluster: TestCluster, kubectl: Kubectl, namespace: str, operators: Operators) -> None:
     replica = operators.start("op", {"LLMOPS_WATCH_NAMESPACES": namespace})
     apply(kubectl, namespace, dataset("kept"), dataset("other"))
     for name in ("kept", "other"):

@@ -109,6 +109,24 @@ def stream(server: ServerProcess, path: str, body: dict) -> list[dict]:
     return [json.loads(c) for c in chunks[:-1]]
 
 
+class BackgroundStream:
+    """A streamed completion read on a thread while the test does something else (e.g. SIGTERM): `lines` are its
+    `data:` payloads as they arrive, `first` is set at the first one."""
+
+    def __init__(self, server: ServerProcess, request: dict, timeout: float):
+        self.lines: list[str] = []
+        self.first = threading.Event()
+        self.thread = threading.Thread(target=self._read, args=(server, {**request, "stream": True}, timeout))
+        self.thread.start()
+
+    def _read(self, server: ServerProcess, request: dict, timeout: float) -> None:
+        with httpx.stream("POST", f"{server.url}/v1/completions", json=request, timeout=timeout) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    self.lines.append(line[6:])
+                    self.first.set()
+
+
 def metric(server: ServerProcess, name: str, labels: str = "") -> float:
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
         if line.startswith(f"{name}{labels} ") or (not labels and line.startswith(name + " ")):
@@ -386,26 +404,16 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(base_model: Path, tmp_pa
         assert f"at http://127.0.0.1:{running.port}/v1" in running.log.read_text()
         body = json.dumps({"model": NAME, "prompt": "x", "max_tokens": 2}).encode()
         held = _slow_request(running, body)  # keeps the drain going while we look at it
-        first, chunks = threading.Event(), []
-
-        def read_stream() -> None:
-            request = {"model": NAME, "prompt": "The king", "max_tokens": 100, "ignore_eos": True, "stream": True,
-                       "return_token_ids": True}
-            with httpx.stream("POST", f"{running.url}/v1/completions", json=request, timeout=30) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        chunks.append(line[6:])
-                        first.set()
-
-        reader = threading.Thread(target=read_stream)
-        reader.start()
-        assert first.wait(30)
+        reader = BackgroundStream(running, {"model": NAME, "prompt": "The king", "max_tokens": 100,
+                                            "ignore_eos": True, "return_token_ids": True}, timeout=30)
+        chunks = reader.lines
+        assert reader.first.wait(30)
         running.process.send_signal(signal.SIGTERM)
         wait_until("/readyz to turn 503", lambda: status_of(f"{running.url}/readyz") == 503, timeout=10)
         refused = httpx.post(f"{running.url}/v1/completions", json={"model": NAME, "prompt": "x"})
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "draining"
         assert _finish_slow_request(held, body).startswith("HTTP/1.1 200")
-        reader.join(30)
+        reader.thread.join(30)
         assert chunks[-1] == "[DONE]"
         assert sum(len(json.loads(c)["choices"][0]["token_ids"]) for c in chunks[:-1]) == 100
         assert json.loads(chunks[-2])["choices"][0]["finish_reason"] == "length"

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
 from tests.integration.conftest import BIN, wait_until
-from tests.integration.test_serve import AUTH, KEY, NAME, ServerProcess, metric
+from tests.integration.test_serve import AUTH, KEY, NAME, BackgroundStream, ServerProcess, metric
 
 LOADING_ERROR = {"message": "the model is still loading; retry when /readyz answers 200", "type": "server_error",
                  "param": None, "code": "loading"}
@@ -87,26 +87,16 @@ def test_drain_seconds_0_ends_in_flight_requests_at_once_on_sigterm(long_context
         waiting = threading.Thread(target=lambda: whole.append(
             httpx.post(f"{running.url}/v1/completions", json=request, timeout=60)))
         waiting.start()
-        first, lines = threading.Event(), []
-
-        def read_stream() -> None:
-            with httpx.stream("POST", f"{running.url}/v1/completions", json={**request, "stream": True},
-                              timeout=60) as response:
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        lines.append(line[6:])
-                        first.set()
-
-        reader = threading.Thread(target=read_stream)
-        reader.start()
-        assert first.wait(60)
+        reader = BackgroundStream(running, request, timeout=60)
+        lines = reader.lines
+        assert reader.first.wait(60)
         wait_until("both requests to generate", lambda: metric(running, "llmops_serve_running_sequences") == 2)
 
         signalled = time.monotonic()
         running.process.send_signal(signal.SIGTERM)
         assert running.process.wait(30) == 0
         exited = time.monotonic() - signalled
-        reader.join(10)
+        reader.thread.join(10)
         waiting.join(10)
 
         assert lines[-1] == "[DONE]"
