@@ -4,6 +4,7 @@ resume from them, the final-step checkpoint, and a missing bucket or object name
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from llmops.trainer import storage
 from llmops.trainer.config import exit_codes, layout
 from llmops.trainer.config.result import WorkloadResult
 from llmops.trainer.config.training import PretrainRunConfig
-from llmops.trainer.train.checkpoint import Preempted
+from llmops.trainer.train.checkpoint import Checkpointer, Preempted
 from llmops.trainer.train.metrics import MetricsLog
 from llmops.trainer.train.pretrain import train
 from tests.integration.conftest import BIN
@@ -143,3 +144,20 @@ def test_a_missing_object_fails_with_exit_78_naming_it(s3_bucket: str, s3_server
     result = run_cli("llmops-evaluate", config, tmp_path, s3_server)
     assert result.returncode == exit_codes.CONFIG_ERROR, result.stderr
     assert f"task 'mc' data: no object at {missing}" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["store", "local"])
+def test_a_checkpoint_without_its_meta_json_is_incomplete_and_never_resumed_from(
+        where: str, s3_bucket: str, tmp_path: Path) -> None:
+    root = f"s3://{s3_bucket}/runs/partial/checkpoints" if where == "store" else str(tmp_path / "checkpoints")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"  # as an upload (or a crash) leaves them
+    for directory in (whole, cut):
+        directory.mkdir()
+        (directory / "rng-0.pt").write_bytes(b"state")
+    (whole / "meta.json").write_text('{"step": 5}')
+    storage.upload_dir(whole, layout.join(root, "step-00000005"), last="meta.json")
+    if where == "store":
+        storage.upload_files(cut, layout.join(root, "step-00000010"))  # meta.json never arrived
+    else:
+        shutil.copytree(cut, Path(root) / "step-00000010")  # meta.json deleted first, by a prune cut short
+    assert Checkpointer(root, keep_last=2).complete() == ["step-00000005"]
