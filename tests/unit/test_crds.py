@@ -114,8 +114,10 @@ def test_deployment_kind_is_reachable_despite_the_apps_v1_name_clash() -> None:
 
 def test_transition_rules_guard_immutable_fields() -> None:
     rules = root_schema("PretrainJob")["properties"]["spec"]["x-kubernetes-validations"]
-    assert {"rule": "self.model == oldSelf.model", "fieldPath": ".model"}.items() <= next(
-        r for r in rules if "oldSelf.model" in r["rule"]).items()
+    model = next(r for r in rules if "oldSelf.model" in r["rule"])
+    assert model["fieldPath"] == ".model" and "self.model == oldSelf.model" in model["rule"]
+    # An optional field: adding or removing it after creation is a change too.
+    assert "has(self.model) == has(oldSelf.model)" in model["rule"]
 
 
 def test_crd_files_are_valid_yaml_with_the_header(root: Path) -> None:

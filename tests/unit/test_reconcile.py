@@ -263,6 +263,23 @@ class TestPretrainJobReconcile:
         batch = job.spec.training.batch.micro_batch_size
         assert config["training"]["maxSteps"] == int(1e15 / (6 * parameters * batch * 128))
 
+    def test_continued_pretraining_waits_for_its_parent_then_trains_from_its_model(self) -> None:
+        job = self.job(model=DELETE, init={"pretrainJob": "parent", "contextLength": 512})
+        data = self.dataset_body("Succeeded", artifactUri="s3://b/d", stats={"vocabSize": 2048})
+        refs: dict[tuple[str, str], Any] = {("Dataset", "shakespeare"): data, ("PretrainJob", "parent"): None}
+        assert pretrainjob.references(job) == [("Dataset", "shakespeare"), ("PretrainJob", "parent")]
+        waiting = reconcile(pretrainjob, job, {}, refs, SETTINGS, NOW)
+        assert waiting.children == [] and waiting.status["waitingFor"] == "PretrainJob parent"
+        refs[("PretrainJob", "parent")] = {"status": {"phase": "Succeeded", "artifactUri": "s3://b/parent/model",
+                                                      "jobName": "parent-train-1"}}
+        decision = reconcile(pretrainjob, job, {}, refs, SETTINGS, NOW)
+        config = json.loads(decision.children[0]["data"]["config.json"])
+        assert config["init"] == {"uri": "s3://b/parent/model", "contextLength": 512}
+        assert config["lineage"]["parent"] == "PretrainJob/parent"
+        assert decision.status["initUri"] == "s3://b/parent/model"
+        assert {"kind": "PretrainJob", "name": "parent", "run": "parent-train-1"}.items() <= next(
+            i for i in decision.status["inputs"] if i["kind"] == "PretrainJob").items()
+
 
 def succeeded(uri: str) -> dict[str, Any]:
     return {"status": {"phase": "Succeeded", "artifactUri": uri}}
@@ -280,6 +297,34 @@ class TestFineTuneAndEvaluationReconcile:
         assert config["baseUri"] == "s3://b/team/pretrainjobs/tiny-shakespeare/model"
         assert config["method"] == "lora" and config["lora"]["rank"] == 8
         assert decision.children[1]["spec"]["template"]["spec"]["containers"][0]["command"] == ["llmops-finetune"]
+
+    def test_a_distillation_waits_for_its_teacher_too_and_passes_it_on(self) -> None:
+        ft = parse(patched(example("FineTune"), {
+            "metadata": {"namespace": "team", "uid": "u", "generation": 1},
+            "spec": {"method": "distill", "lora": DELETE, "sft": DELETE,
+                     "distill": {"teacher": {"fineTune": "big"}, "temperature": 4.0}}}))
+        assert finetune.references(ft) == [("PretrainJob", "tiny-shakespeare"), ("FineTune", "big")]
+        refs: dict[tuple[str, str], Any] = {
+            ("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model"),
+            ("FineTune", "big"): None}
+        assert reconcile(finetune, ft, {}, refs, SETTINGS, NOW).status["waitingFor"] == "FineTune big"
+        refs[("FineTune", "big")] = succeeded("s3://b/team/finetunes/big/model")
+        config = json.loads(reconcile(finetune, ft, {}, refs, SETTINGS, NOW).children[0]["data"]["config.json"])
+        assert config["teacherUri"] == "s3://b/team/finetunes/big/model"
+        assert config["distill"]["temperature"] == 4.0 and "teacher" not in config["distill"]
+        assert config["lineage"]["teacher"] == "s3://b/team/finetunes/big/model"
+
+    def test_a_quantization_needs_no_data(self) -> None:
+        ft = parse(patched(example("FineTune"), {
+            "metadata": {"namespace": "team", "uid": "u", "generation": 1},
+            "spec": {"method": "quantize", "lora": DELETE, "sft": DELETE, "data": DELETE,
+                     "quantize": {"scheme": "int4", "groupSize": 32}}}))
+        refs = {("PretrainJob", "tiny-shakespeare"): succeeded("s3://b/team/pretrainjobs/tiny-shakespeare/model")}
+        decision = reconcile(finetune, ft, {}, refs, SETTINGS, NOW)
+        config = json.loads(decision.children[0]["data"]["config.json"])
+        assert config["method"] == "quantize" and config["quantize"] == {"scheme": "int4", "groupSize": 32,
+                                                                         "ignore": ["lm_head"]}
+        assert "dataUri" not in config and decision.children[1]["kind"] == "Job"
 
     @pytest.mark.parametrize("pool", [{}, {"nodes": 2, "gpusPerNode": 1}], ids=["one pod", "torchrun"])
     def test_a_fine_tune_deadline_reaches_its_job(self, pool: dict[str, Any]) -> None:

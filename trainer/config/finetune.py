@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import ApiModel, Rule
+from .model import ModelConfig
 from .training import CheckpointConfig, TrainingConfig
 
 
@@ -15,6 +16,16 @@ class FineTuneMethod(StrEnum):
     LORA = "lora"
     CLASSIFICATION = "classification"
     DPO = "dpo"
+    REWARD = "reward"
+    DISTILL = "distill"
+    QUANTIZE = "quantize"
+    PRUNE = "prune"
+
+
+TRANSFORM_METHODS = (FineTuneMethod.QUANTIZE, FineTuneMethod.PRUNE)
+"""Methods that transform a model without an optimisation loop (no training settings, no checkpoints)."""
+PREFERENCE_METHODS = (FineTuneMethod.DPO, FineTuneMethod.REWARD)
+"""Methods that read prompt/chosen/rejected records."""
 
 
 class SftConfig(ApiModel):
@@ -84,11 +95,94 @@ class DpoConfig(ApiModel):
     """DPO loss variant."""
 
 
+class RewardConfig(ApiModel):
+    """A reward model: a scalar head on the backbone trained on chosen/rejected pairs (Bradley-Terry loss,
+    -log sigmoid(r_chosen - r_rejected)), exported as a one-label sequence-classification model as TRL's
+    RewardTrainer writes it, so an Evaluation can use it as a judge."""
+
+    center_rewards_coefficient: float = Field(default=0.0, ge=0, le=10)
+    """Weight of a penalty on the squared mean reward (keeps rewards centred on zero). 0: none."""
+
+
+class DistillConfig(ApiModel):
+    """Knowledge distillation: the student learns the frozen teacher's next-token distributions.
+
+    loss = (1 - crossEntropyWeight) * T^2 * KL(teacher_T || student_T) + crossEntropyWeight * CE(data),
+    with T the temperature (Hinton et al.; the T^2 keeps gradient scale independent of T)."""
+
+    temperature: float = Field(default=2.0, gt=0, le=100)
+    """Softmax temperature applied to both teacher and student logits."""
+
+    cross_entropy_weight: float = Field(default=0.0, ge=0, le=1)
+    """Share of the loss that is plain cross-entropy on the data; 0 distils on the teacher alone."""
+
+    student: ModelConfig | None = None
+    """A new, smaller student shape trained from scratch (vocabulary from the teacher's tokenizer). Unset: the
+    student is the FineTune's base model (e.g. a pruned model, the prune-then-distill recipe)."""
+
+
+class QuantScheme(StrEnum):
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+class QuantizeConfig(ApiModel):
+    """Post-training weight-only quantization (round to nearest, symmetric), written in the compressed-tensors
+    format that transformers loads (with the compressed-tensors package) and llmops-serve serves."""
+
+    scheme: QuantScheme = QuantScheme.INT8
+    """int8: one scale per output channel. int4: one scale per group of groupSize input weights."""
+
+    group_size: int = Field(default=128, ge=8, le=4096)
+    """Weights sharing one scale (int4); must divide every quantized layer's input width."""
+
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"], max_length=64)
+    """Linear modules kept in full precision, by name (e.g. lm_head, model.layers.0.mlp.down_proj)."""
+
+    cel_rules = (
+        Rule("self.scheme == 'int4' || self.groupSize == 128",
+             "groupSize applies to scheme int4 only: remove it or set scheme: int4", ".groupSize"),
+    )
+
+
+class PruneAxis(StrEnum):
+    DEPTH = "depth"
+    WIDTH = "width"
+
+
+class PruneConfig(ApiModel):
+    """Structured pruning by a measured importance score on calibration text, making a smaller model meant to be
+    distilled next (Minitron's prune-then-distill).
+
+    depth: drop whole blocks with the lowest block influence (1 - cosine similarity of a block's input and
+    output hidden states, as ShortGPT measures it). width: drop MLP channels with the lowest mean activation
+    magnitude (Minitron's activation-based importance)."""
+
+    axis: PruneAxis
+    """depth (fewer layers) or width (a narrower MLP)."""
+
+    num_layers: int | None = Field(default=None, ge=1, le=512)
+    """Layers to keep (axis depth)."""
+
+    intermediate_size: int | None = Field(default=None, ge=16, le=262144)
+    """MLP width to keep (axis width)."""
+
+    calibration_examples: int = Field(default=64, ge=1, le=100_000)
+    """Records of the data scored to measure importance."""
+
+    cel_rules = (
+        Rule("self.axis != 'depth' || (has(self.numLayers) && !has(self.intermediateSize))",
+             "axis depth needs numLayers (the layers to keep) and no intermediateSize", ".numLayers"),
+        Rule("self.axis != 'width' || (has(self.intermediateSize) && !has(self.numLayers))",
+             "axis width needs intermediateSize (the MLP width to keep) and no numLayers", ".intermediateSize"),
+    )
+
+
 class RecordFields(ApiModel):
     """Names of the fields a fine-tuning record holds; which ones are read depends on the method."""
 
     prompt: str = Field(default="prompt", min_length=1, max_length=256)
-    """Prompt text (sft, lora, dpo)."""
+    """Prompt text (sft, lora, dpo, reward; distill when there is no text field)."""
 
     response: str = Field(default="response", min_length=1, max_length=256)
     """Response text (sft, lora)."""
@@ -97,13 +191,13 @@ class RecordFields(ApiModel):
     """Chat messages as a list of {role, content}; used instead of prompt/response when present."""
 
     chosen: str = Field(default="chosen", min_length=1, max_length=256)
-    """Preferred response (dpo)."""
+    """Preferred response (dpo, reward)."""
 
     rejected: str = Field(default="rejected", min_length=1, max_length=256)
-    """Dispreferred response (dpo)."""
+    """Dispreferred response (dpo, reward)."""
 
     text: str = Field(default="text", min_length=1, max_length=256)
-    """Input text (classification)."""
+    """Input text (classification; distill and prune calibration, else prompt + response)."""
 
     label: str = Field(default="label", min_length=1, max_length=256)
     """Label name or index (classification)."""
@@ -133,14 +227,18 @@ class FineTuneRunConfig(ApiModel):
     base_uri: str = Field(min_length=1)
     """Hugging Face-format model directory to start from (a path or fsspec URI)."""
 
-    data_uri: str = Field(min_length=1)
-    """JSONL file or directory of JSONL files with the records (a path or fsspec URI)."""
+    data_uri: str | None = Field(default=None, min_length=1)
+    """JSONL file or directory of JSONL files with the records (a path or fsspec URI); every method but quantize
+    needs it."""
+
+    teacher_uri: str | None = Field(default=None, min_length=1)
+    """Hugging Face-format teacher model directory (method distill)."""
 
     output_uri: str = Field(min_length=1)
     """Where checkpoints and the exported model (model/) go (a path or fsspec URI)."""
 
     method: FineTuneMethod
-    """sft, lora, classification or dpo."""
+    """sft, lora, classification, dpo, reward, distill, quantize or prune."""
 
     sft: SftConfig = Field(default_factory=SftConfig)
     """Supervised objective settings (sft and lora)."""
@@ -154,11 +252,23 @@ class FineTuneRunConfig(ApiModel):
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     """Preference settings (dpo)."""
 
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    """Reward-model settings (reward)."""
+
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    """Distillation settings (distill)."""
+
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    """Quantization settings (quantize)."""
+
+    prune: PruneConfig | None = None
+    """Pruning settings (prune)."""
+
     data: FineTuneDataConfig = Field(default_factory=FineTuneDataConfig)
     """Record layout and split."""
 
-    training: TrainingConfig
-    """Optimisation settings (maxSteps or epochs)."""
+    training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(epochs=1.0))
+    """Optimisation settings (maxSteps or epochs). Default: one epoch; quantize and prune do not train."""
 
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """When checkpoints are written (into checkpoints/ under outputUri); a restarted run resumes from the newest."""
@@ -171,4 +281,7 @@ class FineTuneRunConfig(ApiModel):
              "method classification needs classification.labels", ".classification"),
         Rule("has(self.training.maxSteps) || has(self.training.epochs)", "set training.maxSteps or training.epochs",
              ".training"),
+        Rule("self.method == 'quantize' || has(self.dataUri)", "every method but quantize needs dataUri", ".dataUri"),
+        Rule("self.method != 'distill' || has(self.teacherUri)", "method distill needs teacherUri", ".teacherUri"),
+        Rule("self.method != 'prune' || has(self.prune)", "method prune needs prune settings", ".prune"),
     )

@@ -150,13 +150,35 @@ class CheckpointConfig(ApiModel):
 
 
 class ComputeBudget(ApiModel):
-    """Size the run from a compute budget (Chinchilla-style): steps follow from FLOPs = 6 x params x tokens."""
+    """Size the run from a compute budget (Chinchilla-style): steps follow from FLOPs = 6 x params x tokens, and
+    with chooseShape the model's shape too."""
 
     flops: float = Field(gt=0, le=1e30)
     """Training compute to spend, in floating-point operations (e.g. 1e18)."""
 
     tokens_per_parameter: float = Field(default=20.0, gt=0, le=10000)
-    """Target training tokens per model parameter (about 20 is compute-optimal); reported, not enforced."""
+    """Training tokens per model parameter the shape is chosen for (about 20 is compute-optimal, Chinchilla);
+    with a given shape it is only reported (status.sizing.tokensPerParameter)."""
+
+    choose_shape: bool = False
+    """Choose the model's hiddenSize, numLayers and numHeads from the budget: N = sqrt(flops / (6 x
+    tokensPerParameter)) parameters, D = flops / 6N tokens; spec.model's other fields (contextLength, vocabSize,
+    norms) are kept. status.sizing shows the shape, parameters, tokens and steps."""
+
+
+class ContextExtension(ApiModel):
+    """What a continued run may change of the model it starts from: a longer context (with RoPE scaling)."""
+
+    context_length: int | None = Field(default=None, ge=8, le=1048576)
+    """Train at this context length instead of the model's own (e.g. 4x longer, with ropeScaling). Unset: the
+    model's."""
+
+
+class ModelInit(ContextExtension):
+    """The model a continued pretraining run starts from, as the workload reads it."""
+
+    uri: str = Field(min_length=1)
+    """Hugging Face-format Llama directory (a path or fsspec URI); its tokenizer must be the Dataset's."""
 
 
 class PretrainRunConfig(ApiModel):
@@ -176,6 +198,10 @@ class PretrainRunConfig(ApiModel):
 
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Checkpoint policy."""
+
+    init: ModelInit | None = None
+    """Start from an existing model's weights (continued pretraining) instead of a fresh initialisation; its shape
+    replaces `model`'s (but for the context length the init names)."""
 
     lineage: dict[str, str] = Field(default_factory=dict)
     """Where the run came from (dataset name and manifest digest, resource name); copied to lineage.json."""

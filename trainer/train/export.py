@@ -89,8 +89,11 @@ def loss_curve_png(history: list[dict[str, Any]], path: Path) -> None:
     pyplot.close(figure)
 
 
-def model_card(summary: dict[str, Any], lineage: dict[str, Any]) -> str:
+def model_card(summary: dict[str, Any], lineage: dict[str, Any], *, trained: bool = True) -> str:
+    """The card's run summary and lineage; `trained`: a training run (with a loss curve), not a transformation."""
     rows = "\n".join(f"| {key} | {value} |" for key, value in summary.items())
     sources = "\n".join(f"- {key}: {value}" for key, value in sorted(lineage.items()))
-    return ("# Model card\n\nTrained by llmops-operator.\n\n## Run summary\n\n| item | value |\n|---|---|\n"
-            f"{rows}\n\n![loss curve](loss-curve.png)\n\n## Lineage\n\n{sources}\n")
+    made = "Trained" if trained else "Transformed (no training)"
+    curve = "![loss curve](loss-curve.png)\n\n" if trained else ""
+    return (f"# Model card\n\n{made} by llmops-operator.\n\n## Run summary\n\n| item | value |\n|---|---|\n"
+            f"{rows}\n\n{curve}## Lineage\n\n{sources}\n")

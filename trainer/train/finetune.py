@@ -40,7 +40,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from llmops.trainer import storage
 from llmops.trainer.config import exit_codes, layout
 from llmops.trainer.config.files import ConfigFileError, load_config
-from llmops.trainer.config.finetune import FineTuneMethod, FineTuneRunConfig
+from llmops.trainer.config.finetune import PREFERENCE_METHODS, TRANSFORM_METHODS, FineTuneMethod, FineTuneRunConfig
 from llmops.trainer.model_files import check_model_dir
 from llmops.trainer.termination import fail, report_trained
 
@@ -69,11 +69,8 @@ def read_records(config: FineTuneRunConfig, path: Path | None = None) -> Records
     files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
     if not files or not all(f.is_file() for f in files):
         raise FileNotFoundError(f"data: no JSONL records at {config.data_uri}")
-    fields = config.data.fields
-    needed = {
-        FineTuneMethod.DPO: (fields.prompt, fields.chosen, fields.rejected),
-        FineTuneMethod.CLASSIFICATION: (fields.text, fields.label),
-    }.get(config.method, (fields.prompt, fields.response))
+    alternatives = record_layouts(config)
+    needed = alternatives[0]
     records = Records([], [])
     for file in files:
         for number, line in enumerate(file.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
@@ -82,9 +79,9 @@ def read_records(config: FineTuneRunConfig, path: Path | None = None) -> Records
             try:
                 record = json.loads(line)
                 ok = isinstance(record, dict) and (
-                    all(isinstance(record.get(k), str | int) for k in needed)
+                    any(all(isinstance(record.get(k), str | int) for k in fields) for fields in alternatives)
                     or (config.method in (FineTuneMethod.SFT, FineTuneMethod.LORA)
-                        and isinstance(record.get(fields.messages), list)))
+                        and isinstance(record.get(config.data.fields.messages), list)))
             except json.JSONDecodeError:
                 ok = False
             if not ok:
@@ -100,6 +97,32 @@ def read_records(config: FineTuneRunConfig, path: Path | None = None) -> Records
     if not records.train:
         raise ValueError(f"data: no usable records in {config.data_uri} ({records.malformed} malformed)")
     return records
+
+
+def record_layouts(config: FineTuneRunConfig) -> list[tuple[str, ...]]:
+    """The field sets a record of this method may hold (any one suffices; the first is named in errors)."""
+    fields = config.data.fields
+    if config.method in PREFERENCE_METHODS:
+        return [(fields.prompt, fields.chosen, fields.rejected)]
+    if config.method is FineTuneMethod.CLASSIFICATION:
+        return [(fields.text, fields.label)]
+    if config.method in (FineTuneMethod.DISTILL, FineTuneMethod.PRUNE):  # plain text, e.g. a Dataset's documents
+        return [(fields.text,), (fields.prompt, fields.response)]
+    return [(fields.prompt, fields.response)]
+
+
+def record_text(record: dict[str, Any], config: FineTuneRunConfig) -> str:
+    """The text of a distillation or calibration record: its text field, else prompt and response joined."""
+    fields = config.data.fields
+    if isinstance(record.get(fields.text), str | int):
+        return str(record[fields.text])
+    return f"{record[fields.prompt]}\n{record[fields.response]}"
+
+
+def calibration_texts(config: FineTuneRunConfig, path: Path, count: int) -> list[str]:
+    """The first `count` usable records' texts (pruning measures importance on them)."""
+    records = read_records(config, path)
+    return [record_text(r, config) for r in (records.train + records.validation)[:count]]
 
 
 def prompt_and_response(record: dict[str, Any], config: FineTuneRunConfig, tokenizer: Any) -> tuple[str, str]:
@@ -221,6 +244,9 @@ class Method:
             if not config.classification.train_backbone:
                 for name, param in self.model.named_parameters():
                     param.requires_grad = name.startswith("score")
+        elif config.method is FineTuneMethod.REWARD:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                base, num_labels=1, pad_token_id=tokenizer.pad_token_id)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(base)
         if config.method is FineTuneMethod.LORA:
@@ -254,6 +280,10 @@ class Method:
             labels = torch.tensor([self.label_index(r[fields.label]) for r in records], device=self.device)
             logits = self.policy(**batch).logits
             return F.cross_entropy(logits, labels), {"accuracy": (logits.argmax(-1) == labels).float().mean().item()}
+        if config.method is FineTuneMethod.REWARD:
+            from .reward import reward_loss
+
+            return reward_loss(self.policy, records, tokenizer, config)
         if config.method is FineTuneMethod.DPO:
             assert self.reference is not None
             losses, margins = [], []
@@ -377,7 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigFileError as error:
         return fail("llmops-finetune", str(error), exit_codes.CONFIG_ERROR)
     try:
-        finetune(config)
+        if config.method in TRANSFORM_METHODS:
+            from llmops.trainer.compress.run import transform
+
+            transform(config)
+        else:
+            finetune(config)
     except torch.OutOfMemoryError:
         batch = config.training.batch
         return fail("llmops-finetune", out_of_memory_advice(batch.micro_batch_size, batch.gradient_accumulation_steps,

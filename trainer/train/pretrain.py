@@ -1,5 +1,6 @@
 """Pretraining recipe: `llmops-pretrain --config FILE`, run by torchrun (or alone for one process).
 
+With `init` it continues an existing model (trainer/train/init.py) instead of starting from random weights.
 One readable loop: deterministic batches from the Dataset's shards, AdamW with a warm-up + decay schedule,
 gradient accumulation and clipping, autocast on GPUs, DDP or FSDP2 across processes, periodic validation,
 checkpoints every N steps, at the end and on SIGTERM, metrics as JSON lines. The dataset is staged in from its
@@ -36,6 +37,7 @@ from llmops.trainer.termination import fail, report_trained
 from .checkpoint import Checkpointer, Preempted, sigterm_requests
 from .distributed import barrier, global_mean, init_distributed, local_rank_first, shutdown
 from .export import export, wrap_tokenizer
+from .init import check_tokenizer, load_weights, shape_of
 from .memory import out_of_memory_advice
 from .metrics import MetricsLog, flops_per_token, peak_flops
 from .model import build_model, to_huggingface
@@ -72,13 +74,21 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
     data_dir = local_rank_first(lambda: storage.stage_in(config.data_uri, "dataset", require=layout.MANIFEST_FILE))
     manifest = DatasetManifest.read(data_dir / layout.MANIFEST_FILE)
     train_data, valid_data = TokenShards(data_dir, "train"), TokenShards(data_dir, "validation")
-    vocab = config.model.vocab_size or manifest.tokenizer.vocab_size
+    shape, vocab = config.model, config.model.vocab_size or manifest.tokenizer.vocab_size
+    if config.init is not None:  # continued pretraining: the parent's shape and weights
+        init = config.init
+        init_dir = local_rank_first(lambda: storage.stage_in(init.uri, "init model", require=layout.MODEL_CONFIG_FILE))
+        check_tokenizer(init_dir, data_dir, init)
+        shape, vocab = shape_of(init_dir, init)
     training, max_steps = config.training, int(config.training.max_steps or 0)
     batch = training.batch
-    length = config.model.context_length
+    length = shape.context_length
 
     torch.manual_seed(training.seed)
-    model = build_model(config.model, vocab, train_data.eos_id).to(device)
+    model = build_model(shape, vocab, train_data.eos_id)
+    if config.init is not None:
+        load_weights(model, init_dir)
+    model = model.to(device)
     parameters = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if world > 1 and training.strategy is Strategy.FSDP:
@@ -102,7 +112,7 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
 
     tokens_per_step = batch.micro_batch_size * batch.gradient_accumulation_steps * length * world
     peak = peak_flops(torch.cuda.get_device_name(device) if device.type == "cuda" else None)
-    flops_token = flops_per_token(parameters, config.model.num_layers, config.model.hidden_size, length)
+    flops_token = flops_per_token(parameters, shape.num_layers, shape.hidden_size, length)
     meta = {"config": config.to_wire()}
 
     def forward_loss(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -184,7 +194,8 @@ def train(config: PretrainRunConfig, metrics: MetricsLog | None = None) -> tuple
                    wrap_tokenizer(data_dir / layout.TOKENIZER_FILE, eos_token), model_dir, summary=summary,
                    history=metrics.history,
                    lineage={"datasetManifestSha256": _sha256(data_dir / layout.MANIFEST_FILE),
-                            "dataset": config.data_uri, **config.lineage})
+                            "dataset": config.data_uri, **({"init": config.init.uri} if config.init else {}),
+                            **config.lineage})
         report_trained(model_uri, metrics.history, summary, parameters=trainable, checkpoint=checkpoints.newest)
     barrier()
     return summary, model

@@ -9,10 +9,14 @@ from pydantic import Field
 from llmops.trainer.config.base import ApiModel, Rule
 from llmops.trainer.config.finetune import (
     ClassificationConfig,
+    DistillConfig,
     DpoConfig,
     FineTuneDataConfig,
     FineTuneMethod,
     LoraConfig,
+    PruneConfig,
+    QuantizeConfig,
+    RewardConfig,
     SftConfig,
 )
 from llmops.trainer.config.training import CheckpointConfig, TrainingConfig
@@ -34,6 +38,13 @@ class FineTuneData(FineTuneDataConfig):
     cel_rules = (Rule("has(self.dataset) != has(self.uri)", "set exactly one of data.dataset or data.uri"),)
 
 
+class DistillSpec(DistillConfig):
+    """Distillation from a teacher model into the student (the base, or a new smaller shape)."""
+
+    teacher: ModelRef
+    """The model whose distributions the student learns; it runs frozen, without gradients."""
+
+
 def _block_matches_method(block: str, *methods: FineTuneMethod) -> Rule:
     allowed = " || ".join(f"self.method == '{m.value}'" for m in methods)
     return Rule(
@@ -51,7 +62,10 @@ class FineTuneSpec(ApiModel):
     """Model to start from."""
 
     method: FineTuneMethod
-    """sft (full fine-tune on responses), lora (adapters), classification (a head), dpo (preferences)."""
+    """sft (full fine-tune on responses), lora (adapters), classification (a head), dpo (preferences), reward (a
+    reward model on preferences), distill (learn a teacher's distributions), quantize (int8/int4 weights, no
+    training), prune (drop layers or MLP channels, no training). quantize and prune transform the base model:
+    training and checkpoint do not apply to them."""
 
     sft: SftConfig | None = None
     """Settings of the supervised objective (methods sft and lora)."""
@@ -65,8 +79,20 @@ class FineTuneSpec(ApiModel):
     dpo: DpoConfig | None = None
     """Preference settings (method dpo). Unset: the defaults."""
 
-    data: FineTuneData
-    """Training records."""
+    reward: RewardConfig | None = None
+    """Reward-model settings (method reward). Unset: the defaults."""
+
+    distill: DistillSpec | None = None
+    """Teacher and distillation settings (required for method distill)."""
+
+    quantize: QuantizeConfig | None = None
+    """Quantization scheme (method quantize). Unset: int8 per channel."""
+
+    prune: PruneConfig | None = None
+    """What to prune and how much (required for method prune)."""
+
+    data: FineTuneData | None = None
+    """Training records (calibration text for prune); every method but quantize needs them."""
 
     training: TrainingConfig = Field(
         default_factory=lambda: TrainingConfig(epochs=1.0, optimizer={"learning_rate": 2e-5, "weight_decay": 0.0},
@@ -97,6 +123,25 @@ class FineTuneSpec(ApiModel):
         _block_matches_method("lora", FineTuneMethod.LORA),
         _block_matches_method("classification", FineTuneMethod.CLASSIFICATION),
         _block_matches_method("dpo", FineTuneMethod.DPO),
+        _block_matches_method("reward", FineTuneMethod.REWARD),
+        _block_matches_method("distill", FineTuneMethod.DISTILL),
+        _block_matches_method("quantize", FineTuneMethod.QUANTIZE),
+        _block_matches_method("prune", FineTuneMethod.PRUNE),
+        Rule(
+            "self.method != 'distill' || has(self.distill)",
+            "method distill needs distill.teacher (a pretrainJob, fineTune or uri)",
+            field_path=".distill",
+        ),
+        Rule(
+            "self.method != 'prune' || has(self.prune)",
+            "method prune needs prune.axis and its target (numLayers for depth, intermediateSize for width)",
+            field_path=".prune",
+        ),
+        Rule(
+            "self.method == 'quantize' || has(self.data)",
+            "set data (a dataset or uri of JSONL records): every method but quantize reads records",
+            field_path=".data",
+        ),
         Rule(
             "self.method != 'classification' || has(self.classification)",
             "method classification needs classification.labels (at least two label names)",

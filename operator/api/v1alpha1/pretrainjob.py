@@ -9,7 +9,8 @@ from pydantic import Field
 from llmops.trainer.config.base import ApiModel, Rule, StatusModel
 from llmops.trainer.config.model import ModelConfig
 from llmops.trainer.config.result import CheckpointStatus
-from llmops.trainer.config.training import CheckpointConfig, ComputeBudget, TrainingConfig
+from llmops.trainer.config.sizing import BudgetSizing
+from llmops.trainer.config.training import CheckpointConfig, ComputeBudget, ContextExtension, TrainingConfig
 from llmops.trainer.config.types import Uri
 
 from .common import (
@@ -18,6 +19,7 @@ from .common import (
     PROGRESS_COLUMN,
     CrdNames,
     ImageSpec,
+    ModelRef,
     NodePool,
     ObjectName,
     Output,
@@ -42,14 +44,31 @@ class TokenData(ApiModel):
 IMMUTABLE_AFTER_CREATION = "cannot change after creation; create a new resource instead"
 
 
+class InitModel(ModelRef, ContextExtension):
+    """The model continued pretraining starts from: a PretrainJob's or FineTune's (once Succeeded) or a
+    Hugging Face-format Llama at a URI. Its shape is kept (but for contextLength) and its tokenizer must be the
+    Dataset's."""
+
+
+def unchanged(field: str) -> Rule:
+    """An optional field that may not be added, removed or changed after creation."""
+    return Rule(f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == "
+                f"oldSelf.{field})", f"{field} " + IMMUTABLE_AFTER_CREATION, field_path=f".{field}")
+
+
 class PretrainJobSpec(ApiModel):
     """What to train, on which data, how, and on which nodes."""
 
     data: TokenData
     """Training data."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    """Model shape."""
+    model: ModelConfig | None = None
+    """Model shape. Unset: the defaults (hiddenSize 256, 4 layers), or with init the shape of the model it
+    starts from."""
+
+    init: InitModel | None = None
+    """Continue pretraining an existing model on this data instead of starting from random weights (domain
+    adaptation; with contextLength, training at a longer context)."""
 
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     """Optimisation settings."""
@@ -83,7 +102,19 @@ class PretrainJobSpec(ApiModel):
         ),
         Rule("!has(self.training.epochs)", "training.epochs is for FineTune; use training.maxSteps",
              field_path=".training.epochs"),
-        Rule("self.model == oldSelf.model", "model " + IMMUTABLE_AFTER_CREATION, field_path=".model"),
+        Rule(
+            "!has(self.init) || !has(self.model)",
+            "with init the shape is the model's it starts from: remove model (set init.contextLength to train at a "
+            "longer context)",
+            field_path=".model",
+        ),
+        Rule(
+            "!has(self.init) || !has(self.computeBudget)",
+            "computeBudget sizes a model trained from scratch: with init set training.maxSteps",
+            field_path=".computeBudget",
+        ),
+        unchanged("model"),
+        unchanged("init"),
         Rule("self.data == oldSelf.data", "data " + IMMUTABLE_AFTER_CREATION, field_path=".data"),
     )
 
@@ -130,6 +161,12 @@ class TrainingStatus(WorkloadStatus):
 
     data_uri: str | None = None
     """The training data this run uses, resolved when it started (a referenced Dataset's artifact)."""
+
+    init_uri: str | None = None
+    """The model this run continues from (PretrainJob spec.init), resolved when it started."""
+
+    sizing: BudgetSizing | None = None
+    """What spec.computeBudget bought: shape, parameters, tokens, steps and passes over the data (PretrainJob)."""
 
 
 TRAINING_COLUMNS = (

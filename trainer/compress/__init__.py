@@ -1,0 +1,1 @@
+"""Model -> model transformations without an optimisation loop: quantization and structured pruning."""
