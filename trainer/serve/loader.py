@@ -1,16 +1,24 @@
-"""Find and load a Hugging Face-format model directory: a local path or an fsspec URI (staged into a cache)."""
+"""Find and load a Hugging Face-format model directory: a local path or an fsspec URI (staged into a cache).
+
+A directory whose config.json has a compressed-tensors `quantization_config` (what FineTune method quantize
+writes) is built with its Linear layers still quantized (`llmops.trainer.compress.qlinear`), without the
+compressed-tensors package."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmops.trainer import storage
 from llmops.trainer.config import layout
 from llmops.trainer.config.serve import Dtype
 from llmops.trainer.model_files import ModelLoadError, check_model_dir
+
+if TYPE_CHECKING:
+    from llmops.trainer.compress.quantize import WeightQuantization
 
 __all__ = ["LoadedModel", "ModelLoadError", "check_files", "load", "localize"]
 
@@ -54,13 +62,19 @@ def load(directory: Path, dtype: Dtype, device: str | None = None) -> LoadedMode
 
     check_files(directory)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model_dtype = torch_dtype(dtype, device.startswith("cuda"))
     try:
+        quantization = weight_quantization(directory)
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_dtype(dtype, device.startswith("cuda")),
-                                                     attn_implementation="sdpa")
+        if quantization is not None:
+            from llmops.trainer.compress.qlinear import load_quantized_model
+
+            model = load_quantized_model(directory, quantization, model_dtype, device)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=model_dtype, attn_implementation="sdpa")
+            model.to(device).eval()
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load the model in {directory}: {error}") from error
-    model.to(device).eval()
     eos: set[int] = set()
     for source in (model.config.eos_token_id, tokenizer.eos_token_id):
         eos.update(source if isinstance(source, list) else [source] if source is not None else [])
@@ -69,3 +83,10 @@ def load(directory: Path, dtype: Dtype, device: str | None = None) -> LoadedMode
         eos.update(generated if isinstance(generated, list) else [generated] if generated is not None else [])
     context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return LoadedModel(model, tokenizer, sorted(eos), context)
+
+
+def weight_quantization(directory: Path) -> WeightQuantization | None:
+    """The compressed-tensors weight quantization config.json declares, or None (an ordinary model)."""
+    from llmops.trainer.compress.quantize import read_weight_quantization
+
+    return read_weight_quantization(json.loads((directory / layout.MODEL_CONFIG_FILE).read_text()))
