@@ -6,7 +6,7 @@
 #
 # Creates (or reuses) the kind cluster $KIND_CLUSTER, builds the operator, trainer (CPU) and server (CPU) images
 # from images/, loads them into the node, installs the Helm chart pointed at them with a PVC as artifact root,
-# applies the five example resources, waits for each in order and asks the served model for a completion.
+# applies the example resources, waits for each in order and asks the served model for a completion.
 # A dry run still renders the chart with `helm template` (the same values), so the values are checked.
 #
 # Environment: KIND_CLUSTER (llmops-e2e), E2E_NAMESPACE (llmops-e2e, where the examples and their PVC live),
@@ -333,12 +333,16 @@ wait_for dataset.llmops.dev/shakespeare Succeeded 3600
 wait_for pretrainjob.llmops.dev/tiny-shakespeare Succeeded 3600
 wait_for finetune.llmops.dev/tiny-shakespeare-lora Succeeded 3600
 wait_for evaluation.llmops.dev/tiny-shakespeare-lora Succeeded 1800
-kube_ns get evaluation.llmops.dev/tiny-shakespeare-lora -o jsonpath='{.status.verdict}{"\n"}'
-if ! dry; then
-  verdict=$(peek get evaluation.llmops.dev/tiny-shakespeare-lora -o jsonpath='{.status.verdict}')
-  [ "$verdict" = Passed ] || die "the Evaluation's verdict is '${verdict:-none}', not Passed: the Deployment's \
-gate stays closed (see its results in status)"
-fi
+wait_for finetune.llmops.dev/tiny-shakespeare-int8 Succeeded 1800
+wait_for evaluation.llmops.dev/tiny-shakespeare-int8 Succeeded 1800
+for evaluation in tiny-shakespeare-lora tiny-shakespeare-int8; do
+  kube_ns get "evaluation.llmops.dev/$evaluation" -o jsonpath='{.status.verdict}{"\n"}'
+  if ! dry; then
+    verdict=$(peek get "evaluation.llmops.dev/$evaluation" -o jsonpath='{.status.verdict}')
+    [ "$verdict" = Passed ] || die "Evaluation $evaluation's verdict is '${verdict:-none}', not Passed: the \
+Deployment's gate stays closed (see its results in status)"
+  fi
+done
 wait_for deployment.llmops.dev/tiny-shakespeare Ready 1800
 
 # --- 6. A completion ----------------------------------------------------------------------------------------------

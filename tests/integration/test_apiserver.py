@@ -41,6 +41,7 @@ def test_every_example_is_accepted_and_listed_by_category(kubectl: Kubectl, name
     assert sorted(listed) == sorted([
         "dataset.llmops.dev/shakespeare", "pretrainjob.llmops.dev/tiny-shakespeare",
         "finetune.llmops.dev/tiny-shakespeare-lora", "evaluation.llmops.dev/tiny-shakespeare-lora",
+        "finetune.llmops.dev/tiny-shakespeare-int8", "evaluation.llmops.dev/tiny-shakespeare-int8",
         "deployment.llmops.dev/tiny-shakespeare"])
     # Our Deployment kind is reachable by its full name and short name; plain `deployments` is apps/v1.
     assert kubectl("get", "deployments.llmops.dev", "-n", namespace, "-o", "name").stdout.strip()

@@ -28,7 +28,7 @@ def test_help_lists_the_sub_commands() -> None:
 def test_validate_accepts_the_lifecycle_examples() -> None:
     result = llmops("validate", "-f", str(EXAMPLES))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count(" valid") == 5
+    assert result.stdout.count(" valid") == len(list(EXAMPLES.glob("*.yaml"))) == 7
 
 
 def test_validate_rejects_a_bad_manifest_naming_the_field(tmp_path: Path) -> None:
@@ -51,13 +51,14 @@ def test_run_dry_run_prints_the_plan_in_order_and_runs_nothing(tmp_path: Path) -
     store = tmp_path / "store"
     result = llmops("run", "--dry-run", "-f", str(EXAMPLES), "--store", str(store))
     assert result.returncode == 0, result.stderr
-    steps = [line for line in result.stdout.splitlines() if line[:2] in {"1.", "2.", "3.", "4.", "5."}]
+    steps = [line for line in result.stdout.splitlines() if line[:2] in {f"{n}." for n in range(1, 10)}]
     assert [s.split()[1] for s in steps] == ["Dataset/shakespeare", "PretrainJob/tiny-shakespeare",
-                                            "FineTune/tiny-shakespeare-lora", "Evaluation/tiny-shakespeare-lora",
+                                            "FineTune/tiny-shakespeare-lora", "FineTune/tiny-shakespeare-int8",
+                                            "Evaluation/tiny-shakespeare-int8", "Evaluation/tiny-shakespeare-lora",
                                             "Deployment/tiny-shakespeare"]
     assert "waits for nothing; would run: process llmops-data" in steps[0]
     assert "waits for Dataset/shakespeare; would run: llmops-pretrain once Dataset shakespeare" in steps[1]
-    assert "check its gate" in steps[4]
+    assert "check its gate" in steps[6]
     assert not (store / "resources").exists() and not (store / "runs").exists(), "a dry run runs nothing"
 
 

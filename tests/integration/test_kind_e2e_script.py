@@ -149,12 +149,14 @@ def test_the_data_files_reach_the_workloads_through_the_artifact_claim(dry_run: 
     assert mount["mountPath"] == f"{MOUNT_ROOT}/{claim}"  # where the operator mounts it for the workloads
     assert loader["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
 
-    patched = {doc["kind"]: parse(doc) for path in sorted((dry_run.work / "lifecycle").glob("*.yaml"))
-               if (doc := yaml.safe_load(path.read_text()))}
-    assert sorted(patched) == sorted(yaml.safe_load(p.read_text())["kind"] for p in EXAMPLES.glob("*.yaml"))
-    uris = [patched["FineTune"].spec.data.uri, *(t.uri for t in patched["Evaluation"].spec.tasks if t.uri)]
-    tasks = yaml.safe_load((EXAMPLES / "04-evaluation.yaml").read_text())["spec"]["tasks"]
-    assert len(uris) == 1 + sum(1 for t in tasks if "uri" in t)
+    patched = [parse(doc) for path in sorted((dry_run.work / "lifecycle").glob("*.yaml"))
+               if (doc := yaml.safe_load(path.read_text()))]
+    assert [r.kind for r in patched] == [yaml.safe_load(p.read_text())["kind"] for p in sorted(EXAMPLES.glob("*.yaml"))]
+    uris = [r.spec.data.uri for r in patched if r.kind == "FineTune" and r.spec.data]
+    uris += [t.uri for r in patched if r.kind == "Evaluation" for t in r.spec.tasks if t.uri]
+    wanted = [yaml.safe_load(p.read_text())["spec"] for p in sorted(EXAMPLES.glob("*.yaml"))]
+    assert len(uris) == sum(1 for spec in wanted for t in spec.get("tasks", []) if "uri" in t) + sum(
+        1 for spec in wanted if "uri" in (spec.get("data") or {}))
     copies = [i for i, argv in enumerate(dry_run.commands) if Path(argv[0]).name == "kubectl" and "cp" in argv]
     copied = {dry_run.commands[i][-1].split(":", 1)[1] for i in copies}
     assert max(copies) < dry_run.index("apply", "-f", str(dry_run.work / "lifecycle") + "/")

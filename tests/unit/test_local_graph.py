@@ -16,7 +16,8 @@ from llmops.operator.local.manifests import Loaded, ManifestError, load
 from tests.conftest import DELETE, EXAMPLES, example, patched
 
 LIFECYCLE = ["Dataset/shakespeare", "PretrainJob/tiny-shakespeare", "FineTune/tiny-shakespeare-lora",
-             "Evaluation/tiny-shakespeare-lora", "Deployment/tiny-shakespeare"]
+             "FineTune/tiny-shakespeare-int8", "Evaluation/tiny-shakespeare-int8", "Evaluation/tiny-shakespeare-lora",
+             "Deployment/tiny-shakespeare"]
 
 
 def loaded(tmp_path: Path, *manifests: dict[str, Any]) -> list[Loaded]:
@@ -31,8 +32,13 @@ def loaded(tmp_path: Path, *manifests: dict[str, Any]) -> list[Loaded]:
 
 
 def lifecycle(tmp_path: Path) -> list[Loaded]:
-    return loaded(tmp_path, *(example(kind) for kind in ("Dataset", "PretrainJob", "FineTune", "Evaluation",
-                                                          "Deployment")))
+    return loaded(tmp_path, *(yaml.safe_load(path.read_text()) for path in sorted(EXAMPLES.glob("*.yaml"))))
+
+
+def lora_deployment() -> dict[str, Any]:
+    """The example Deployment, serving (and gated on) the LoRA fine-tune instead of its int8 form."""
+    return patched(example("Deployment"), {"spec": {"model": {"fineTune": "tiny-shakespeare-lora"},
+                                                    "gate": {"evaluation": "tiny-shakespeare-lora"}}})
 
 
 def finetune(name: str, base: dict[str, str]) -> dict[str, Any]:
@@ -97,7 +103,7 @@ class TestDanglingReferences:
         assert "add its manifest" in message
 
     def test_every_dangling_reference_is_reported_together(self, tmp_path: Path) -> None:
-        items = loaded(tmp_path, example("Evaluation"), example("Deployment"))
+        items = loaded(tmp_path, example("Evaluation"), lora_deployment())
         message = problem(items)
         assert "Evaluation/tiny-shakespeare-lora references FineTune tiny-shakespeare-lora" in message
         assert "Evaluation/tiny-shakespeare-lora references Dataset shakespeare" in message

@@ -40,9 +40,10 @@ def problem(paths: list[Path]) -> str:
 class TestTheExamples:
     def test_the_lifecycle_examples_load_as_they_are(self) -> None:
         loaded = load([EXAMPLES])
-        assert [item.title for item in loaded] == [
+        assert [item.title for item in loaded] == [  # in file order
             "Dataset/shakespeare", "PretrainJob/tiny-shakespeare", "FineTune/tiny-shakespeare-lora",
-            "Evaluation/tiny-shakespeare-lora", "Deployment/tiny-shakespeare"]
+            "Evaluation/tiny-shakespeare-lora", "FineTune/tiny-shakespeare-int8", "Evaluation/tiny-shakespeare-int8",
+            "Deployment/tiny-shakespeare"]
         assert all(item.resource.metadata.namespace == DEFAULT_NAMESPACE for item in loaded)
         assert loaded[2].file == EXAMPLES / "03-finetune.yaml"
 
@@ -191,7 +192,7 @@ class TestPaths:
         shutil.copytree(EXAMPLES, tmp_path / "lifecycle")
         extra = write(tmp_path / "more" / "other.yaml", patched(example("Dataset"), {"metadata": {"name": "other"}}))
         loaded = load([tmp_path / "lifecycle", extra])
-        assert len(loaded) == 6 and loaded[-1].title == "Dataset/other"
+        assert len(loaded) == 8 and loaded[-1].title == "Dataset/other"
         assert loaded[2].resource.spec.data.uri == str(tmp_path / "lifecycle" / "data" / "instructions.jsonl")
 
     @pytest.mark.parametrize("text", ["apiVersion: llmops.dev/v1alpha1\nkind: Dataset\nmetadata:\nspec: {}\n",
