@@ -1,4 +1,5 @@
-"""Evaluation: wait for the model (and baseline, and task datasets), run one scoring process, read the verdict.
+"""Evaluation: wait for the model (and baseline, judge and task datasets), run one scoring process, read the
+verdict.
 
 A model given as an endpoint is not waited for: the workload scores it over HTTP, with the API key (if any)
 from its Secret in the environment, never in the config.
@@ -13,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from llmops.operator.api.v1alpha1 import Evaluation
-from llmops.operator.api.v1alpha1.common import Phase
+from llmops.operator.api.v1alpha1.common import ModelRef, Phase
 from llmops.operator.api.v1alpha1.evaluation import EvaluationStatus, ModelEndpoint, Verdict
 from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config.evaluate import EvalJobConfig
@@ -22,7 +23,7 @@ from llmops.trainer.config.result import WorkloadResult
 
 from .conditions import set_condition
 from .defaults import output_root
-from .dependencies import dependency
+from .dependencies import Dependency, dependency
 from .plan import LaunchPlan, RunObservation, SecretEnv, Waiting
 from .training import model_reference, model_run, resolve_model, training_plan
 from .workload import Event
@@ -38,6 +39,8 @@ def references(evaluation: Evaluation) -> list[tuple[str, str]]:
     out = [target] if (target := model_reference(spec.model)) else []
     if spec.baseline and (target := model_reference(spec.baseline)):
         out.append(target)
+    if spec.judge and (target := model_reference(spec.judge)):
+        out.append(target)
     return out + [("Dataset", task.dataset) for task in spec.tasks if task.dataset]
 
 
@@ -52,15 +55,16 @@ def plan(evaluation: Evaluation, refs: dict[tuple[str, str], Any], settings: Ope
     if not endpoint and not model.ready:
         what = " ".join(model_reference(spec.model) or ("model", ""))
         return Waiting(what, model.message, model.failed)
-    baseline_uri, inputs = None, [None if endpoint else model.input]
-    if spec.baseline:
-        baseline = resolve_model(spec.baseline, refs)
-        if not baseline.ready:
-            what = " ".join(model_reference(spec.baseline) or ("baseline", ""))
-            return Waiting(what, baseline.message, baseline.failed)
-        baseline_uri = baseline.artifact_uri
-        inputs.append(baseline.input)
-    tasks, reads = [], {"model": model.artifact_uri or "", "baseline": baseline_uri or ""}
+    inputs = [None if endpoint else model.input]
+    compared: dict[str, str | None] = {}
+    for role, ref in (("baseline", spec.baseline), ("judge", spec.judge)):
+        found = _ready_model(ref, role, refs) if ref else None
+        if isinstance(found, Waiting):
+            return found
+        compared[role] = found.artifact_uri if found else None
+        inputs.append(found.input if found else None)
+    baseline_uri, judge_uri = compared["baseline"], compared["judge"]
+    tasks, reads = [], {"model": model.artifact_uri or "", "baseline": baseline_uri or "", "judge": judge_uri or ""}
     for task in spec.tasks:
         data_uri = task.uri
         if task.dataset:
@@ -75,7 +79,7 @@ def plan(evaluation: Evaluation, refs: dict[tuple[str, str], Any], settings: Ope
     output = output_root(evaluation, settings)
     scored = {"endpoint": endpoint_config(endpoint)} if endpoint else {"model_uri": model.artifact_uri or ""}
     config = EvalJobConfig.model_validate({
-        **scored, "baseline_uri": baseline_uri, "tasks": tasks,
+        **scored, "baseline_uri": baseline_uri, "judge_uri": judge_uri, "tasks": tasks,
         "thresholds": [t.model_dump() for t in spec.thresholds], "seed": spec.seed, "batch_size": spec.batch_size,
         "output_uri": output, "name": evaluation.metadata.name})
     secret = endpoint.api_key_secret if endpoint else None
@@ -85,6 +89,15 @@ def plan(evaluation: Evaluation, refs: dict[tuple[str, str], Any], settings: Ope
         artifact_uri=results_uri(output), settings=settings, distributed=False,
         secret_env=(SecretEnv(API_KEY_ENV, secret.name, secret.key),) if secret else (),
         inputs=tuple(i for i in inputs if i is not None))
+
+
+def _ready_model(ref: ModelRef, role: str, refs: dict[tuple[str, str], Any]) -> Dependency | Waiting:
+    """The model a reference names once it is ready, else what the Evaluation waits for (`role` names a model
+    given by uri, which is always ready)."""
+    found = resolve_model(ref, refs)
+    if found.ready:
+        return found
+    return Waiting(" ".join(model_reference(ref) or (role, "")), found.message, found.failed)
 
 
 def complete(evaluation: Evaluation, status: EvaluationStatus, plan: LaunchPlan, observation: RunObservation,

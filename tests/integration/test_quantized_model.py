@@ -109,3 +109,22 @@ def test_llmops_serve_answers_with_the_dequantized_references_greedy_tokens(serv
     choice = answer.json()["choices"][0]
     assert choice["token_ids"] == want
     assert choice["text"] == tokenizer.decode(want, skip_special_tokens=True)
+
+
+def test_an_evaluation_scores_it_as_it_is_served(quantized: Path, base_model: Path, tmp_path: Path) -> None:
+    from llmops.trainer.config.evaluate import EvalJobConfig
+    from llmops.trainer.evaluate import run
+
+    model, _ = run.load(quantized)  # what the evaluation workload scores: the served model's kernels
+    assert any(isinstance(m, QuantizedLinear) for m in model.modules())
+    text = tmp_path / "heldout.txt"
+    text.write_text("To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n")
+    config = EvalJobConfig.model_validate({
+        "modelUri": str(quantized), "baselineUri": str(base_model), "outputUri": str(tmp_path / "out"),
+        "tasks": [{"name": "heldout", "type": "perplexity", "dataUri": str(text)}],
+        "thresholds": [{"task": "heldout", "metric": "perplexity", "relativeTo": "baseline", "tolerance": 1000}]})
+    results = run.evaluate(config)
+    (perplexity,) = [r for r in results["results"] if r["metric"] == "perplexity"]
+    # Weight-only quantization of a trained model moves its perplexity a little, never to a different model's.
+    assert perplexity["value"] == pytest.approx(perplexity["baselineValue"], rel=0.05)
+    assert results["verdict"] == "Passed"

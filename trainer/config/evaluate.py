@@ -58,7 +58,8 @@ class TaskSettings(ApiModel):
 
     type: TaskType
     """perplexity (and bits per byte) on text; multipleChoice (acc, acc_norm) on lm-eval-style JSONL;
-    exactMatch and f1 on short generations; classification (acc, f1); winRate against the baseline;
+    exactMatch and f1 on short generations; classification (acc, f1); winRate against the baseline (by F1
+    against the references, or by a judge's rewards);
     lmEval runs an lm-evaluation-harness task from local data."""
 
     lm_eval_task: str | None = Field(default=None, min_length=1, max_length=256)
@@ -192,6 +193,11 @@ class EvalJobConfig(EvalRunConfig):
     baseline_uri: str | None = Field(default=None, min_length=1)
     """Model to compare with (relativeTo baseline thresholds, winRate)."""
 
+    judge_uri: str | None = Field(default=None, min_length=1)
+    """Reward model that judges winRate tasks (a one-label sequence-classification model, e.g. a FineTune of
+    method reward): a prompt is won when it rewards our answer above the baseline's. Unset: the answer with the
+    higher F1 against the row's references wins."""
+
     tasks: list[TaskRun] = Field(min_length=1, max_length=64)
     """Tasks to score."""
 
@@ -214,6 +220,17 @@ class EvalJobConfig(EvalRunConfig):
             "baselineUri is scored from its weights, which an evaluation of an endpoint does not load: compare "
             "an endpoint with absolute thresholds (min or max)",
             field_path=".baselineUri",
+        ),
+        Rule(
+            "!has(self.judgeUri) || self.tasks.exists(k, k.type == 'winRate')",
+            "judgeUri judges winRate tasks only: add a task of type winRate or remove judgeUri",
+            field_path=".judgeUri",
+        ),
+        Rule(
+            "!has(self.endpoint) || !has(self.judgeUri)",
+            "judgeUri compares with a baseline's generations, which an evaluation of an endpoint does not make: "
+            "remove judgeUri",
+            field_path=".judgeUri",
         ),
     )
 

@@ -30,7 +30,12 @@ from llmops.trainer.model_files import check_model_dir
 
 from . import scoring, tasks
 from .endpoint import EndpointModel, UnsupportedTask, check_tasks
+from .judge import RewardJudge, load_judge
 from .verdict import verdict
+
+F1_JUDGE = "f1"
+"""How a winRate task without a judge decides a prompt (results.json's winRateJudge): the higher F1 against the
+references."""
 
 
 def stage_model(uri: str, what: str = "model") -> Path:
@@ -41,7 +46,16 @@ def stage_model(uri: str, what: str = "model") -> Path:
 
 
 def load(path: Path, classification: bool = False) -> tuple[Any, Any]:
-    """Model and tokenizer from a staged, checked directory (see stage_model)."""
+    """Model and tokenizer from a staged, checked directory (see stage_model). A quantized model (FineTune method
+    quantize) is loaded as llmops-serve loads it, with the same kernels: the numbers are those of the model served,
+    and the compressed-tensors package is not needed."""
+    from llmops.trainer.serve import loader
+
+    if not classification and loader.weight_quantization(path) is not None:
+        from llmops.trainer.config.serve import Dtype
+
+        served = loader.load(path, Dtype.FLOAT32, device="cpu")
+        return served.model, served.tokenizer
     tokenizer = AutoTokenizer.from_pretrained(path)
     cls = AutoModelForSequenceClassification if classification else AutoModelForCausalLM
     return cls.from_pretrained(path).eval(), tokenizer
@@ -52,8 +66,12 @@ def is_classifier(path: Path) -> bool:
     return any("SequenceClassification" in a for a in architectures)
 
 
+def _question(row: dict[str, Any]) -> str:
+    return str(row.get("question", row.get("prompt")))
+
+
 def _prompt(row: dict[str, Any]) -> str:
-    return f"Question: {row.get('question', row.get('prompt'))}\nAnswer:"
+    return f"Question: {_question(row)}\nAnswer:"
 
 
 def _fewshot(rows: list[dict[str, Any]], index: int, shots: int, seed: int) -> str:
@@ -127,9 +145,10 @@ def _local(scorer: Scorer, task: TaskRun) -> LocalModel:
     return scorer
 
 
-def score_with(task: TaskRun, model: Scorer, baseline: Scorer | None,
-               seed: int) -> tuple[dict[str, float], dict[str, float], list[str], int]:
-    """(metrics, baseline metrics, skipped rows, examples scored) for one task."""
+def score_with(task: TaskRun, model: Scorer, baseline: Scorer | None, seed: int,
+               judge: RewardJudge | None = None) -> tuple[dict[str, float], dict[str, float], list[str], int]:
+    """(metrics, baseline metrics, skipped rows, examples scored) for one task; `judge` decides winRate tasks
+    (unset: F1 against the references does)."""
     if task.type is TaskType.LM_EVAL:
         local = _local(model, task)
         return lm_eval_task(task, local.model, local.tokenizer, seed), {}, [], task.limit or 0
@@ -146,21 +165,33 @@ def score_with(task: TaskRun, model: Scorer, baseline: Scorer | None,
         base = _multiple_choice(baseline, data.rows, task, seed) if baseline else {}
         return values, base, data.skipped, len(data.rows)
     if task.type in (TaskType.EXACT_MATCH, TaskType.WIN_RATE):
-        data = tasks.read_rows(task.name, task.data_uri, tasks.exact_match_problem, task.limit)
-        ours = _answers(model, data.rows, task)
-        values = _exact_match(ours, data.rows)
-        base: dict[str, float] = {}
-        if baseline:
-            theirs = _answers(baseline, data.rows, task)
-            base = _exact_match(theirs, data.rows)
-            if task.type is TaskType.WIN_RATE:
-                values["win_rate"] = _win_rate(ours, theirs, data.rows)
-        elif task.type is TaskType.WIN_RATE:
-            raise tasks.TaskDataError(f"task {task.name!r}: winRate needs a baseline model")
-        return values, base, data.skipped, len(data.rows)
+        return _generation_task(task, model, baseline, judge)
     data = tasks.read_rows(task.name, task.data_uri, tasks.classification_problem, task.limit)
     local = _local(model, task)
     return _classification(local.model, local.tokenizer, data.rows), {}, data.skipped, len(data.rows)
+
+
+def _generation_task(task: TaskRun, model: Scorer, baseline: Scorer | None,
+                     judge: RewardJudge | None) -> tuple[dict[str, float], dict[str, float], list[str], int]:
+    """exactMatch and winRate: greedy answers, exact_match and f1 where the rows have references, and for
+    winRate the share of prompts where ours beat the baseline's (by the judge, else by F1)."""
+    assert task.data_uri is not None
+    win_rate = task.type is TaskType.WIN_RATE
+    if win_rate and baseline is None:
+        raise tasks.TaskDataError(f"task {task.name!r}: winRate needs a baseline model")
+    judged = win_rate and judge is not None
+    data = tasks.read_rows(task.name, task.data_uri, tasks.judged_problem if judged else tasks.exact_match_problem,
+                           task.limit)
+    ours = _answers(model, data.rows, task)
+    theirs = _answers(baseline, data.rows, task) if baseline else None
+    referenced = all(tasks.has_references(row) for row in data.rows)  # judged rows may have none
+    values = _exact_match(ours, data.rows) if referenced else {}
+    base = _exact_match(theirs, data.rows) if referenced and theirs is not None else {}
+    if win_rate:
+        assert theirs is not None
+        values["win_rate"] = (judge.win_rate([_question(row) for row in data.rows], ours, theirs) if judge
+                              else _win_rate(ours, theirs, data.rows))
+    return values, base, data.skipped, len(data.rows)
 
 
 def lm_eval_task(task: TaskRun, model: Any, tokenizer: Any, seed: int) -> dict[str, float]:
@@ -263,21 +294,24 @@ def evaluate(config: EvalJobConfig, progress: Progress | None = None) -> dict[st
     staged = [task.model_copy(update={"data_uri": str(storage.stage_in(task.data_uri, f"task {task.name!r} data"))})
               if task.data_uri else task for task in config.tasks]
     model, baseline = _models(config)
+    judge = load_judge(config.judge_uri) if config.judge_uri else None
     values: dict[tuple[str, str], float] = {}
     base_values: dict[tuple[str, str], float] = {}
     task_reports = {}
     for done, task in enumerate(staged):
         progress.report(task.name, done, len(config.tasks), "tasks")
-        measured, base, skipped, count = score_with(task, model, baseline, config.seed)
+        measured, base, skipped, count = score_with(task, model, baseline, config.seed, judge)
         values.update({(task.name, k): round(v, 6) for k, v in measured.items()})
         base_values.update({(task.name, k): round(v, 6) for k, v in base.items()})
         task_reports[task.name] = {"type": task.type.value, "examples": count, "skipped": len(skipped),
                                    "skippedRows": skipped[:20], "metrics": measured}
+        if task.type is TaskType.WIN_RATE:
+            task_reports[task.name]["winRateJudge"] = judge.uri if judge else F1_JUDGE
     progress.report("done", len(config.tasks), len(config.tasks), "tasks")
     decision, results = verdict(config.thresholds, values, base_values)
     scored = config.model_uri or (config.endpoint.url if config.endpoint else None)
     document = {"name": config.name, "verdict": decision, "model": scored,
-                "baseline": config.baseline_uri, "createdAt": datetime.now(UTC).isoformat(),
+                "baseline": config.baseline_uri, "judge": config.judge_uri, "createdAt": datetime.now(UTC).isoformat(),
                 "results": [r.to_wire() for r in results], "tasks": task_reports}
     with storage.open(layout.results_uri(config.output_uri), "w") as file:
         file.write(json.dumps(document, indent=2))
@@ -322,5 +356,6 @@ def _card_section(document: dict[str, Any]) -> str:
     rows = "\n".join(f"| {r['task']} | {r['metric']} | {r['value']:.6g} | {r.get('threshold', '')} | "
                      f"{'' if r.get('passed') is None else ('pass' if r['passed'] else 'FAIL')} |"
                      for r in document["results"])
+    judged = f"\nwinRate judged by the reward model {document['judge']}.\n" if document.get("judge") else ""
     return (f"\n## Evaluation {document['name']}: {document['verdict']}\n\n"
-            f"| task | metric | value | threshold | result |\n|---|---|---|---|---|\n{rows}\n")
+            f"| task | metric | value | threshold | result |\n|---|---|---|---|---|\n{rows}\n{judged}")

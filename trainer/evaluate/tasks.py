@@ -82,14 +82,28 @@ def multiple_choice_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def exact_match_problem(row: dict[str, Any]) -> str | None:
-    if not isinstance(row.get("question", row.get("prompt")), str):
-        return "no question"
+def has_references(row: dict[str, Any]) -> bool:
+    return "answer" in row or "answers" in row
+
+
+def _question_problem(row: dict[str, Any]) -> str | None:
+    return None if isinstance(row.get("question", row.get("prompt")), str) else "no question"
+
+
+def _references_problem(row: dict[str, Any]) -> str | None:
     answer = row.get("answer", row.get("answers"))
     listed = isinstance(answer, list) and answer and all(isinstance(a, str) for a in answer)
-    if not (isinstance(answer, str) or listed):
-        return "answer must be a string or a list of strings"
-    return None
+    return None if isinstance(answer, str) or listed else "answer must be a string or a list of strings"
+
+
+def exact_match_problem(row: dict[str, Any]) -> str | None:
+    """question (or prompt), and the reference answer (answer) or answers (answers)."""
+    return _question_problem(row) or _references_problem(row)
+
+
+def judged_problem(row: dict[str, Any]) -> str | None:
+    """A row of a judged winRate task: a question; references are optional, but checked when given."""
+    return _question_problem(row) or (_references_problem(row) if has_references(row) else None)
 
 
 def classification_problem(row: dict[str, Any]) -> str | None:

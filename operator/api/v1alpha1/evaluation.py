@@ -102,6 +102,11 @@ class EvaluationSpec(EvalRunConfig):
     baseline: BaselineRef | None = None
     """Model to compare with (thresholds with relativeTo baseline, winRate tasks)."""
 
+    judge: ModelRef | None = None
+    """A reward model (e.g. a FineTune of method reward) that judges winRate tasks: a prompt is won when it
+    rewards the model's answer above the baseline's, and rows need no reference answers. Unset: the answer with
+    the higher F1 against the references wins."""
+
     tasks: list[EvaluationTask] = Field(min_length=1, max_length=64, json_schema_extra={
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})
     """What to measure."""
@@ -143,6 +148,18 @@ class EvaluationSpec(EvalRunConfig):
             "a baseline is scored from its weights, which an Evaluation of an endpoint does not load: compare "
             "an endpoint with absolute thresholds (min or max)",
             field_path=".baseline",
+        ),
+        Rule(
+            "!has(self.judge) || self.tasks.exists(k, k.type == 'winRate')",
+            "spec.judge judges winRate tasks only: add a task of type winRate (with spec.baseline to compare "
+            "with) or remove spec.judge",
+            field_path=".judge",
+        ),
+        Rule(
+            "!has(self.model.endpoint) || !has(self.judge)",
+            "spec.judge compares the model's answers with a baseline's, which an Evaluation of an endpoint does not "
+            "score: remove spec.judge and compare an endpoint with absolute thresholds (min or max)",
+            field_path=".judge",
         ),
         Rule(
             f"!has(self.model.endpoint) || self.tasks.all(k, k.type in {[t.value for t in ENDPOINT_TASKS]})",
