@@ -69,10 +69,16 @@ class TrainLine(Line):
     tokens_seen: int | None = Field(default=None, ge=0)
     eta_seconds: float | None = Field(default=None, ge=0)
     accuracy: float | None = None
-    """A classification fine-tune's accuracy on the batch."""
+    """A classification fine-tune's accuracy on the batch; a reward model's share of pairs ranked right."""
 
     reward_margin: float | None = None
-    """A DPO fine-tune's mean reward margin (chosen minus rejected)."""
+    """A DPO fine-tune's or a reward model's mean reward margin (chosen minus rejected)."""
+
+    kl: float | None = None
+    """A distillation's KL(teacher || student) per token at the distillation temperature."""
+
+    cross_entropy: float | None = None
+    """A distillation's next-token cross-entropy on the data."""
 
     error: str | None = None
     """Set on the last line of a run that stopped, e.g. `NonFiniteLoss`."""

@@ -1,18 +1,22 @@
-"""Fine-tuning recipe: `llmops-finetune --config FILE` for sft, lora, classification and dpo.
+"""Fine-tuning recipe: `llmops-finetune --config FILE` for sft, lora, classification, dpo, reward and distill.
 
 Records are JSONL (TRL-style fields, renamable in the config); malformed ones are skipped and counted.
 One small loop serves every method; what differs is how a record becomes tensors and what the loss is:
 - sft: prompt + response, loss on the response tokens only (unless trainOnPrompt);
 - lora: the sft objective with PEFT adapters on the chosen modules, base weights frozen;
 - classification: a sequence-classification head (last-token pooling) on the backbone;
-- dpo: sigmoid DPO loss of the policy against a frozen copy of the base model.
+- dpo: sigmoid DPO loss of the policy against a frozen copy of the base model;
+- reward: a scalar head trained on chosen/rejected pairs (Bradley-Terry loss, reward.py);
+- distill: a student (the base, or a fresh smaller shape) learns a frozen teacher's next-token distributions
+  (distill.py).
+quantize and prune transform a model without this loop (trainer/compress).
 
 Under torchrun each process trains a DDP replica on its own share of every step's micro-batches (see
 `micro_batch_position`), so N processes make the same run as one process accumulating N times as many;
 the logged loss is the mean over all processes, and validation and export run on rank 0.
 
-The base model and the records are staged in from their URIs; the model and checkpoints go to the output URI (a
-path or an object store, trainer/storage.py).
+The base model (and a distillation's teacher) and the records are staged in from their URIs; the model and
+checkpoints go to the output URI (a path or an object store, trainer/storage.py).
 """
 
 from __future__ import annotations
@@ -230,11 +234,14 @@ class Method:
     """A method's model, trainable parameters and loss over a list of records."""
 
     def __init__(self, config: FineTuneRunConfig, tokenizer: Any, device: torch.device | None = None,
-                 base: Path | None = None):
-        """base: where config.base_uri was staged in (default: the URI as a local path)."""
+                 base: Path | None = None, teacher: Path | None = None):
+        """base, teacher: where config.base_uri and config.teacher_uri were staged in (default: the URIs as local
+        paths)."""
         self.config, self.tokenizer = config, tokenizer
         self.device = device or torch.device("cpu")
         base = base or layout.local_path(config.base_uri)
+        self.teacher: Any = None
+        """distill: the frozen teacher; each process keeps its own, never wrapped in DDP nor checkpointed."""
         if config.method is FineTuneMethod.CLASSIFICATION:
             assert config.classification is not None
             labels = config.classification.labels
@@ -247,6 +254,12 @@ class Method:
         elif config.method is FineTuneMethod.REWARD:
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 base, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        elif config.method is FineTuneMethod.DISTILL:
+            from .distill import prepare
+
+            assert config.teacher_uri is not None  # the config's rules require it
+            self.model, self.teacher = prepare(config, tokenizer, base,
+                                               teacher or layout.local_path(config.teacher_uri), self.device)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(base)
         if config.method is FineTuneMethod.LORA:
@@ -284,6 +297,10 @@ class Method:
             from .reward import reward_loss
 
             return reward_loss(self.policy, records, tokenizer, config)
+        if config.method is FineTuneMethod.DISTILL:
+            from .distill import distill_loss
+
+            return distill_loss(self.policy, self.teacher, records, tokenizer, config)
         if config.method is FineTuneMethod.DPO:
             assert self.reference is not None
             losses, margins = [], []
@@ -311,6 +328,15 @@ class Method:
         return self.model
 
 
+def stage_teacher(config: FineTuneRunConfig) -> Path:
+    """A distillation's teacher, staged in and checked like the base model (once per node)."""
+    uri = config.teacher_uri
+    assert uri is not None  # the config's rules require it for method distill
+    teacher = local_rank_first(lambda: storage.stage_in(uri, "teacher model", require=layout.MODEL_CONFIG_FILE))
+    check_model_dir(teacher, uri)
+    return teacher
+
+
 def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tuple[dict[str, Any], Any]:
     """Train, evaluate on the held-out records, export; returns the summary and the trained method."""
     rank, world, device = init_distributed()
@@ -320,12 +346,13 @@ def finetune(config: FineTuneRunConfig, metrics: MetricsLog | None = None) -> tu
     base = local_rank_first(lambda: storage.stage_in(config.base_uri, "base model",
                                                      require=layout.MODEL_CONFIG_FILE))
     check_model_dir(base, config.base_uri)
+    teacher = stage_teacher(config) if config.method is FineTuneMethod.DISTILL else None
     data = local_rank_first(lambda: storage.stage_in(config.data_uri, "data"))
     tokenizer = AutoTokenizer.from_pretrained(base)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     records = read_records(config, data)
-    method = Method(config, tokenizer, device, base)
+    method = Method(config, tokenizer, device, base, teacher)
     trainable = sum(p.numel() for p in method.parameters())  # before export merges LoRA adapters away
     training, batch_size = config.training, config.training.batch.micro_batch_size
     accumulation = training.batch.gradient_accumulation_steps
