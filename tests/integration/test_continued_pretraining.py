@@ -69,6 +69,24 @@ def test_a_longer_context_is_trained_and_exported(dataset: Path, base_model: Pat
     assert exported["hidden_size"] == 64 and exported["num_hidden_layers"] == 2  # the parent's shape
 
 
+def test_a_longer_context_with_rope_scaling_exports_it_for_transformers(dataset: Path, base_model: Path,
+                                                                        tmp_path: Path) -> None:
+    scaling = {"type": "yarn", "factor": 4.0, "originalContextLength": 128}
+    _, model = train(continued(dataset, tmp_path / "yarn", {"uri": str(base_model), "contextLength": 512,
+                                                           "ropeScaling": scaling}, steps=2), quiet())
+    out = tmp_path / "yarn" / "model"
+    exported = json.loads((out / "config.json").read_text())
+    assert exported["max_position_embeddings"] == 512
+    assert exported["rope_scaling"]["rope_type"] == "yarn" and exported["rope_scaling"]["factor"] == 4.0
+    ids = torch.arange(300)[None] % 500  # longer than the parent's context: the scaling is in use
+    with torch.no_grad():
+        ours, theirs = model.eval()(ids), AutoModelForCausalLM.from_pretrained(out).eval()(ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    # A continuation of the continued model keeps the scaling it was exported with.
+    _, again = train(continued(dataset, tmp_path / "again", {"uri": str(out)}, steps=1), quiet())
+    assert again.config.rope_scaling is not None and again.config.rope_scaling.factor == 4.0
+
+
 def test_data_from_another_tokenizer_is_refused_naming_the_fix(dataset: Path, base_model: Path,
                                                                tmp_path: Path) -> None:
     other = tmp_path / "other-data"

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import ApiModel, Rule
-from .model import ModelConfig
+from .model import ModelConfig, RopeScaling
 
 
 class OptimizerName(StrEnum):
@@ -172,6 +172,10 @@ class ContextExtension(ApiModel):
     context_length: int | None = Field(default=None, ge=8, le=1048576)
     """Train at this context length instead of the model's own (e.g. 4x longer, with ropeScaling). Unset: the
     model's."""
+
+    rope_scaling: RopeScaling | None = None
+    """RoPE scaling for the longer context (e.g. type yarn, factor 4, originalContextLength the model's own
+    context). Unset: the model's own scaling, if any."""
 
 
 class ModelInit(ContextExtension):

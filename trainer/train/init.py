@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from llmops.trainer.config import layout
-from llmops.trainer.config.model import ModelConfig
+from llmops.trainer.config.model import ModelConfig, RopeScaling, RopeScalingType
 from llmops.trainer.config.training import ModelInit
 
 from .model import LAYER_NAMES, Transformer
@@ -46,8 +46,22 @@ def shape_of(directory: Path, init: ModelInit) -> tuple[ModelConfig, int]:
         intermediate_size=config["intermediate_size"],
         context_length=init.context_length or config["max_position_embeddings"],
         vocab_size=config["vocab_size"], rope_theta=config.get("rope_theta", 10000.0),
+        rope_scaling=init.rope_scaling or rope_scaling_of(config.get("rope_scaling")),
         norm_eps=config.get("rms_norm_eps", 1e-5), tie_embeddings=config.get("tie_word_embeddings", True))
     return shape, int(config["vocab_size"])
+
+
+def rope_scaling_of(scaling: dict[str, Any] | None) -> RopeScaling | None:
+    """A transformers `rope_scaling` dict (the inverse of RopeScaling.to_transformers)."""
+    if not scaling:
+        return None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind not in {t.value for t in RopeScalingType}:
+        raise InitError(f"init: rope_scaling type {kind!r} is not one we train (linear, dynamic, yarn)")
+    return RopeScaling(type=kind, factor=scaling["factor"],
+                       original_context_length=scaling.get("original_max_position_embeddings"),
+                       **{k: scaling[k] for k in ("beta_fast", "beta_slow", "attention_factor")
+                          if kind == "yarn" and scaling.get(k) is not None})
 
 
 def check_tokenizer(model_dir: Path, data_dir: Path, init: ModelInit) -> None:
