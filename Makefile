@@ -57,6 +57,8 @@ bench: bench-setup cluster-binaries
 	$(BIN)/python bench/serve_throughput.py --quick
 	$(BIN)/python bench/rollback.py --quick
 	$(BIN)/python bench/shard_memory.py --quick
+	$(BIN)/python bench/compress.py --quick
+	$(BIN)/python bench/distill.py --quick
 
 # Regenerate everything derived from the API models: CRDs (and the chart's copy) and the API reference.
 generate: setup

@@ -28,6 +28,13 @@ def example(kind: str) -> dict[str, Any]:
     raise KeyError(kind)
 
 
+def lora_deployment() -> dict[str, Any]:
+    """The example Deployment serving (and gated on) the LoRA fine-tune itself instead of its int8 form: the
+    shortest chain from a Dataset to a served model."""
+    return patched(example("Deployment"), {"spec": {"model": {"fineTune": "tiny-shakespeare-lora"},
+                                                    "gate": {"evaluation": "tiny-shakespeare-lora"}}})
+
+
 def patched(manifest: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge `patch` into a copy of `manifest`; DELETE removes a key, lists are replaced whole."""
     out = copy.deepcopy(manifest)

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.cluster.cluster import TestCluster
-from tests.conftest import example
+from tests.conftest import example, lora_deployment
 from tests.integration.conftest import Kubectl, Operators, apply, exists, finish_job_pod, get, phase, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("crds")]
 def test_the_lifecycle_orders_itself_by_references(cluster: TestCluster, kubectl: Kubectl, namespace: str,
                                                    operators: Operators) -> None:
     operators.start("op")
-    apply(kubectl, namespace, *(example(kind) for kind in ("Deployment", "Evaluation", "FineTune", "PretrainJob",
-                                                           "Dataset")))
+    apply(kubectl, namespace, lora_deployment(), *(example(kind) for kind in ("Evaluation", "FineTune", "PretrainJob",
+                                                                              "Dataset")))
 
     def waiting_for(kind: str, name: str) -> str | None:
         return (get(kubectl, namespace, f"{kind}.llmops.dev/{name}").get("status") or {}).get("waitingFor")

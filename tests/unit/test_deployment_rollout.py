@@ -21,8 +21,8 @@ from tests.conftest import DELETE, example, patched
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 URI_1, URI_2, URI_3 = "s3://models/ft/run-1/model", "s3://models/ft/run-2/model", "s3://models/ft/run-3/model"
-FINE_TUNE = ("FineTune", "tiny-shakespeare-lora")
-EVALUATION = ("Evaluation", "tiny-shakespeare-lora")
+FINE_TUNE = ("FineTune", "tiny-shakespeare-int8")
+EVALUATION = ("Evaluation", "tiny-shakespeare-int8")
 
 
 def finished(uri: str, job: str = "") -> dict[str, Any]:
@@ -30,13 +30,13 @@ def finished(uri: str, job: str = "") -> dict[str, Any]:
 
 
 def run_of(uri: str) -> str:
-    return f"tiny-shakespeare-lora-finetune-{uri.rsplit('-', 2)[-1].split('/')[0]}"
+    return f"tiny-shakespeare-int8-finetune-{uri.rsplit('-', 2)[-1].split('/')[0]}"
 
 
 def evaluated(uri: str, verdict: str = "Passed", job: str = "") -> dict[str, Any]:
     passed = verdict == "Passed"
     return {"status": {"phase": "Succeeded", "verdict": verdict, "modelUri": uri,
-                       "modelRun": f"FineTune/tiny-shakespeare-lora@{job or run_of(uri)}", "results": [
+                       "modelRun": f"FineTune/tiny-shakespeare-int8@{job or run_of(uri)}", "results": [
         {"task": "heldout", "metric": "perplexity", "value": 120.0 if passed else 900.0, "threshold": "<= 400",
          "margin": 280.0 if passed else -500.0, "passed": passed}]}}
 
@@ -164,14 +164,14 @@ class TestGate:
     def test_an_evaluation_of_an_earlier_run_of_the_same_artifact_uri_does_not_count(self) -> None:
         world = serving(World())
         # The FineTune ran again (a new spec): same output URI, new Job; its Evaluation still shows the old run.
-        world.refs[FINE_TUNE] = finished(URI_1, job="tiny-shakespeare-lora-finetune-9")
+        world.refs[FINE_TUNE] = finished(URI_1, job="tiny-shakespeare-int8-finetune-9")
         status = world.settle()
         gated = world.condition("Gated")
         assert gated["reason"] == "EvaluatedAnotherModel" and "finetune-9" in gated["message"]
         assert world.replicas() == {1: 2} and status["currentRevision"] == 1  # revision 1 keeps serving
-        world.refs[EVALUATION] = evaluated(URI_1, job="tiny-shakespeare-lora-finetune-9")
+        world.refs[EVALUATION] = evaluated(URI_1, job="tiny-shakespeare-int8-finetune-9")
         status = world.settle()
-        assert status["history"][-1]["modelRun"] == "FineTune/tiny-shakespeare-lora@tiny-shakespeare-lora-finetune-9"
+        assert status["history"][-1]["modelRun"] == "FineTune/tiny-shakespeare-int8@tiny-shakespeare-int8-finetune-9"
         assert [r["revision"] for r in status["history"]] == [1, 2]  # the retrained model is a new revision
 
     def test_a_new_revision_that_fails_its_gate_gets_no_traffic_and_the_stable_keeps_serving(self) -> None:

@@ -13,7 +13,7 @@ import yaml
 
 from llmops.operator.local.graph import ordered, references, upstream
 from llmops.operator.local.manifests import Loaded, ManifestError, load
-from tests.conftest import DELETE, EXAMPLES, example, patched
+from tests.conftest import DELETE, EXAMPLES, example, lora_deployment, patched
 
 LIFECYCLE = ["Dataset/shakespeare", "PretrainJob/tiny-shakespeare", "FineTune/tiny-shakespeare-lora",
              "FineTune/tiny-shakespeare-int8", "Evaluation/tiny-shakespeare-int8", "Evaluation/tiny-shakespeare-lora",
@@ -34,11 +34,6 @@ def loaded(tmp_path: Path, *manifests: dict[str, Any]) -> list[Loaded]:
 def lifecycle(tmp_path: Path) -> list[Loaded]:
     return loaded(tmp_path, *(yaml.safe_load(path.read_text()) for path in sorted(EXAMPLES.glob("*.yaml"))))
 
-
-def lora_deployment() -> dict[str, Any]:
-    """The example Deployment, serving (and gated on) the LoRA fine-tune instead of its int8 form."""
-    return patched(example("Deployment"), {"spec": {"model": {"fineTune": "tiny-shakespeare-lora"},
-                                                    "gate": {"evaluation": "tiny-shakespeare-lora"}}})
 
 
 def finetune(name: str, base: dict[str, str]) -> dict[str, Any]:
