@@ -7,6 +7,7 @@ proves that `llmops validate` and the cluster agree.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -47,6 +48,21 @@ def test_every_example_is_accepted_and_listed_by_category(kubectl: Kubectl, name
     assert kubectl("get", "deployments.llmops.dev", "-n", namespace, "-o", "name").stdout.strip()
     assert kubectl("get", "llmdeploy", "-n", namespace, "-o", "name").stdout.strip()
     assert not kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout.strip()
+
+
+def test_the_specialization_manifests_are_accepted_with_the_defaults_offline_admission_applies(
+        kubectl: Kubectl, namespace: str) -> None:
+    """A budget-sized PretrainJob, a continuation with RoPE-scaled context, distill, prune, quantize and reward
+    FineTunes, an Evaluation with a judge: the API server stores each as offline admission admits it."""
+    from llmops.operator.api.admission import admit
+
+    folder = Path(__file__).parent.parent / "e2e" / "specialization"
+    kubectl("apply", "--server-side", "--field-manager=llmops-tests", "-n", namespace, "-f", str(folder))
+    for path in sorted(folder.glob("*.yaml")):
+        manifest = yaml.safe_load(path.read_text())
+        stored = json.loads(kubectl("get", f"{manifest['kind'].lower()}.llmops.dev/{manifest['metadata']['name']}",
+                                    "-n", namespace, "-o", "json").stdout)
+        assert stored["spec"] == admit(manifest)["spec"], path.name
 
 
 def test_api_server_applies_the_same_defaults_as_offline_admission(kubectl: Kubectl, namespace: str) -> None:

@@ -153,8 +153,10 @@ class ComputeBudget(ApiModel):
     """Size the run from a compute budget (Chinchilla-style): steps follow from FLOPs = 6 x params x tokens, and
     with chooseShape the model's shape too."""
 
-    flops: float = Field(gt=0, le=1e30)
-    """Training compute to spend, in floating-point operations (e.g. 1e18)."""
+    # No upper bound: the API server compares a whole-number value with a schema maximum as a 64-bit integer, so
+    # any maximum above 2^63 (a real budget's size) rejects every whole-number budget.
+    flops: float = Field(gt=0)
+    """Training compute to spend, in floating-point operations (e.g. 1e18, or 120000000000)."""
 
     tokens_per_parameter: float = Field(default=20.0, gt=0, le=10000)
     """Training tokens per model parameter the shape is chosen for (about 20 is compute-optimal, Chinchilla);

@@ -89,7 +89,9 @@ class Runner:
         self.values = torch.zeros(size, dtype=self.dtype, device=self.device)
         with torch.inference_mode():
             # The rotary module computes cos/sin per position elementwise, so a table computed once for every
-            # position holds exactly the values it would compute per step.
+            # position holds exactly the values it would compute per step. With dynamic NTK scaling the base
+            # depends on the length asked for: the table is that of the longest context, for every prompt, as
+            # vLLM serves such models (a plain transformers forward of a short prompt uses the unscaled base).
             positions = torch.arange(max_len, device=self.device)[None]
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
             cos, sin = self.decoder.rotary_emb(probe, positions)
