@@ -7,6 +7,7 @@ inside `from_pretrained`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llmops.trainer.config import layout
 
@@ -26,3 +27,14 @@ def check_model_dir(directory: Path, uri: str | None = None) -> None:
         raise ModelLoadError(f"model {name} has no weights: expected one of {', '.join(layout.WEIGHT_FILES)}")
     if not any((directory / file).is_file() for file in layout.TOKENIZER_FILES):
         raise ModelLoadError(f"model {name} has no tokenizer: expected one of {', '.join(layout.TOKENIZER_FILES)}")
+
+
+def context_length(config: Any, default: int) -> int:
+    """The longest sequence a transformers config's model reads: `max_position_embeddings`, except under dynamic
+    NTK RoPE scaling, whose exports keep the pretrained length there (transformers grows the base past it) and
+    read `factor` times as far."""
+    length = int(getattr(config, "max_position_embeddings", 0) or default)
+    scaling = getattr(config, "rope_scaling", None) or {}
+    if scaling.get("rope_type", scaling.get("type")) == "dynamic":
+        return int(length * float(scaling["factor"]))
+    return length

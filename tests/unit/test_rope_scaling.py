@@ -19,6 +19,7 @@ from llmops.trainer.train.model import (
     Transformer,
     build_model,
     default_frequencies,
+    hf_config,
     to_huggingface,
     yarn_frequencies,
 )
@@ -184,3 +185,16 @@ def test_good_forms_are_admitted(scaling: RopeScaling) -> None:
     spec = {**model_spec(scaling.to_wire()), "contextLength": CONTEXT}
     stored = admit(patched(example("PretrainJob"), {"spec": {"model": spec}}))
     assert ModelConfig.model_validate(stored["spec"]["model"]).rope_scaling == scaling
+
+
+def test_the_server_and_evaluator_read_a_dynamic_export_to_its_scaled_context() -> None:
+    from llmops.trainer.model_files import context_length
+
+    shape = ModelConfig(hidden_size=64, num_layers=1, num_heads=4, context_length=512,
+                        rope_scaling={"type": "dynamic", "factor": 4.0, "original_context_length": 128})
+    exported = hf_config(shape, vocab_size=64)
+    assert exported.max_position_embeddings == 128  # what transformers' dynamic NTK needs there
+    assert context_length(exported, 2048) == 512
+    linear = hf_config(shape.model_copy(update={"rope_scaling": RopeScaling(type="linear", factor=4.0)}),
+                       vocab_size=64)
+    assert context_length(linear, 2048) == 512 == linear.max_position_embeddings

@@ -16,7 +16,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from llmops.trainer import storage
 from llmops.trainer.config import layout
-from llmops.trainer.model_files import ModelLoadError, check_model_dir
+from llmops.trainer.model_files import ModelLoadError, check_model_dir, context_length
 from llmops.trainer.train.reward import score
 
 DEFAULT_MAX_LENGTH = 512
@@ -64,5 +64,5 @@ def load_judge(uri: str) -> RewardJudge:
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     if model.config.pad_token_id is None:  # exported without one (batches need it to find the last token)
         model.config.pad_token_id = tokenizer.pad_token_id
-    max_length = int(getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH)
+    max_length = context_length(model.config, DEFAULT_MAX_LENGTH)
     return RewardJudge(model, tokenizer, uri, max_length)

@@ -26,7 +26,7 @@ from llmops.trainer import storage
 from llmops.trainer.config import layout
 from llmops.trainer.config.evaluate import EvalJobConfig, Metric, TaskRun, TaskType
 from llmops.trainer.data.progress import Progress
-from llmops.trainer.model_files import check_model_dir
+from llmops.trainer.model_files import check_model_dir, context_length
 
 from . import scoring, tasks
 from .endpoint import EndpointModel, UnsupportedTask, check_tasks
@@ -107,7 +107,7 @@ class LocalModel:
     tokenizer: Any
 
     def rolling(self, docs: list[str], stride: int | None) -> list[tuple[float, int]]:
-        context = int(getattr(self.model.config, "max_position_embeddings", 512))
+        context = context_length(self.model.config, 512)
         stride = stride or max(1, context // 2)
         prefix = self.tokenizer.eos_token_id
         return [scoring.rolling_loglikelihood(self.model, self.tokenizer(doc, add_special_tokens=False)["input_ids"],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llmops.trainer import storage
 from llmops.trainer.config import layout
 from llmops.trainer.config.serve import Dtype
-from llmops.trainer.model_files import ModelLoadError, check_model_dir
+from llmops.trainer.model_files import ModelLoadError, check_model_dir, context_length
 
 if TYPE_CHECKING:
     from llmops.trainer.compress.quantize import WeightQuantization
@@ -81,7 +81,7 @@ def load(directory: Path, dtype: Dtype, device: str | None = None) -> LoadedMode
     if (directory / "generation_config.json").is_file():
         generated = GenerationConfig.from_pretrained(directory).eos_token_id
         eos.update(generated if isinstance(generated, list) else [generated] if generated is not None else [])
-    context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+    context = context_length(model.config, 2048)
     return LoadedModel(model, tokenizer, sorted(eos), context)
 
 
