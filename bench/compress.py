@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import random
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import cpu_description  # bench/machine.py (scripts run with bench/ on sys.path)
 
 PROMPT_TOKENS = 32
 OUTPUT_TOKENS = 64
@@ -140,18 +140,6 @@ def measure(directory: Path, windows: list[list[int]], seconds: float) -> dict[s
     return result
 
 
-def cpu_description() -> str:
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
-    return f"{name}, {os.cpu_count()} cores ({' '.join(wanted) or 'no AVX2'}), {platform.system()} {platform.release()}"
 
 
 def main() -> None:

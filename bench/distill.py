@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import cpu_description  # bench/machine.py (scripts run with bench/ on sys.path)
 
 TRAIN_PLAYS = ("hamlet_gut.txt", "macbeth_gut.txt", "othello_gut.txt")
 HELDOUT_PLAY = "tempest_gut.txt"
@@ -92,10 +93,6 @@ def train_student(teacher: Path, records: Path, output: Path, settings: dict[str
     return method, time.perf_counter() - started
 
 
-def cpu() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or platform.machine())
-    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
 def main() -> None:
@@ -138,7 +135,7 @@ def main() -> None:
     for name, result in results.items():
         print(f"{name:<10} KL to teacher {result['kl']:.4f}  cross-entropy {result['ce']:.3f}  "
               f"{result['seconds']:.1f} s")
-    print(f"cpu: {cpu()}")
+    print(f"cpu: {cpu_description()}")
     distilled, data_only = results["distilled"], results["data-only"]
     print(f"distill: ratio={data_only['kl'] / distilled['kl']:.2f} distilled_kl={distilled['kl']:.4f} "
           f"data_only_kl={data_only['kl']:.4f} steps={settings['steps']}")

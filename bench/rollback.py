@@ -16,24 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from machine import cpu_description  # bench/machine.py (scripts run with bench/ on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST = "tests/integration/test_canary_analysis.py::test_a_slow_canary_is_rolled_back_by_its_live_metrics_while_the_" \
        "stable_answers_every_request"
 
 
-def cpu() -> str:
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return f"{model} ({os.cpu_count()} cores; {' '.join(wanted) or 'no AVX2'})"
 
 
 def main() -> None:
@@ -55,7 +50,7 @@ def main() -> None:
     bound = figures[0]["bound_seconds"]
     stable_sent = sum(f["stable_requests"] for f in figures)
     stable_failed = sum(f["stable_failed"] for f in figures)
-    print(f"cpu: {cpu()}")
+    print(f"cpu: {cpu_description()}")
     for i, f in enumerate(figures, 1):
         print(f"run {i}: detection {f['detection_seconds']:.2f} s (bound {bound:.0f} s), failing check -> weight 0 "
               f"{f['failing_check_to_weight_zero_seconds']:.3f} s, stable {f['stable_failed']}/{f['stable_requests']}"

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_description  # bench/machine.py (scripts run with bench/ on sys.path)
 
 CHUNK = 1 << 22
 BATCH, LENGTH = 16, 1024
@@ -123,10 +122,6 @@ def worker(kind: str, data: Path, batches: int) -> None:
                       "windowsPerSecond": batches * BATCH / seconds, "checksum": checksum}))
 
 
-def cpu() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or platform.machine())
-    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
 def main() -> None:
@@ -154,7 +149,7 @@ def main() -> None:
     for kind, result in results.items():
         print(f"{kind:<9} peak RSS {result['peakRssMb']:6.0f} MB  growth {result['growthMb']:6.0f} MB  "
               f"{result['windowsPerSecond']:8.0f} windows/s")
-    print(f"cpu: {cpu()}")
+    print(f"cpu: {cpu_description()}")
     ours, baseline = results["ours"], results["baseline"]
     print(f"shard_memory: ratio={baseline['peakRssMb'] / ours['peakRssMb']:.2f} "
           f"ours_peak_mb={ours['peakRssMb']:.0f} baseline_peak_mb={baseline['peakRssMb']:.0f} "
