@@ -11,7 +11,6 @@ store, trainer/storage.py).
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from llmops.trainer.config.evaluate import EvalJobConfig, Metric, TaskRun, TaskT
 from llmops.trainer.data.progress import Progress
 from llmops.trainer.model_files import check_model_dir, context_length
 
-from . import scoring, tasks
+from . import batching, scoring, tasks
 from .endpoint import EndpointModel, UnsupportedTask, check_tasks
 from .judge import RewardJudge, load_judge
 from .verdict import verdict
@@ -106,21 +105,26 @@ class LocalModel:
     model: Any
     tokenizer: Any
 
+    token_budget: int = batching.DEFAULT_TOKEN_BUDGET
+    """Tokens per forward pass when scoring (see batching.pack)."""
+
     def rolling(self, docs: list[str], stride: int | None) -> list[tuple[float, int]]:
         context = context_length(self.model.config, 512)
         stride = stride or max(1, context // 2)
-        prefix = self.tokenizer.eos_token_id
-        return [scoring.rolling_loglikelihood(self.model, self.tokenizer(doc, add_special_tokens=False)["input_ids"],
-                                              prefix, context, stride) for doc in docs]
+        ids = self._encode(docs)
+        return scoring.rolling_loglikelihoods(self.model, ids, self.tokenizer.eos_token_id, context, stride,
+                                              self.token_budget)
 
     def loglikelihoods(self, requests: list[tuple[str, str]]) -> list[float]:
-        out: list[float] = []
-        # The continuations of one context (a question's choices) go through the model as one batch.
-        for context, group in itertools.groupby(requests, key=lambda r: r[0]):
-            context_ids = self.tokenizer(context, add_special_tokens=False)["input_ids"]
-            continuations = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for _, c in group]
-            out += scoring.continuation_loglikelihoods(self.model, context_ids, continuations)
-        return out
+        # lm-eval's empty-context token: BOS, else EOS.
+        prefix = self.tokenizer.bos_token_id
+        prefix = self.tokenizer.eos_token_id if prefix is None else prefix
+        pairs = batching.encode_pairs(self._encode, requests, prefix)
+        return scoring.loglikelihoods(self.model, pairs, context_length(self.model.config, 512), self.token_budget)
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        # One call for all texts: a fast tokenizer encodes a list in parallel.
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
