@@ -326,6 +326,24 @@ class PipelineConfig(ApiModel):
     )
 
 
+class StreamingConfig(ApiModel):
+    """Curate through scratch files in blocks instead of in memory, for corpora larger than the machine.
+
+    Driver memory then grows with the block size and the number of duplicate candidates, not the corpus;
+    the output is identical to the in-memory path. Scratch files go under TMPDIR and are removed after.
+    """
+
+    enabled: bool = False
+    """Stream: read, clean and sketch in blocks, spill rows to disk, de-duplicate by hash partitions."""
+
+    block_documents: int = Field(default=2048, ge=1, le=1_000_000)
+    """Documents per block: the unit of work of an engine task and of the driver's memory."""
+
+    partitions: int = Field(default=16, ge=1, le=4096)
+    """Hash partitions for exact de-duplication and the LSH band-key shuffle. Each partition is sorted in
+    memory (24 bytes per band key), so raise it for corpora of tens of millions of documents."""
+
+
 class DataJobConfig(PipelineConfig):
     """What the data workload reads from its config file: the pipeline plus resolved locations."""
 
@@ -334,3 +352,6 @@ class DataJobConfig(PipelineConfig):
 
     workers: int = Field(default=1, ge=1, le=1024)
     """Ray workers; 1 runs Ray in local mode inside the pod."""
+
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    """How curation holds the corpus; set by the workload's launcher, not part of the Dataset spec."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from llmops.trainer.config.data import PipelineConfig
 
+from .lsh import band_keys
 from .stages import content_hash, filter_lines, length_rule, normalize, quality_rule, scrub_pii
 
 Batch = dict[str, list[Any]]
@@ -29,6 +30,18 @@ def clean_batch(batch: Batch, config_json: str) -> Batch:
         out["lines_removed"].append(removed)
         out["pii"].append(json.dumps(pii, sort_keys=True))
         out["hash"].append(content_hash(text) if not reason else "")
+    return out
+
+
+def clean_and_sketch_batch(batch: Batch, config_json: str) -> Batch:
+    """clean_batch plus `order` (passed through) and `bands`: each kept document's LSH band keys (empty
+    when dropped or near-dedup is off). The streaming path runs this, so MinHash runs on the workers and the
+    driver only shuffles keys."""
+    out = clean_batch(batch, config_json)
+    out["order"] = list(batch["order"])
+    near = PipelineConfig.model_validate_json(config_json).dedup.near
+    out["bands"] = [band_keys(text, near) if near.enabled and not reason else []
+                    for text, reason in zip(out["text"], out["reason"], strict=True)]
     return out
 
 

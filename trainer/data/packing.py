@@ -76,25 +76,34 @@ def encode(tokenizer: Tokenizer, texts: Iterable[str], eos: int) -> Iterator[lis
 
 def write_shards(directory: Path, prefix: str, documents: Iterable[list[int]], dtype: np.dtype,
                  shard_size: int) -> list[ShardEntry]:
-    """Write `prefix-00000.bin`, ... of at most `shard_size` tokens; return their index entries."""
+    """Write `prefix-00000.bin`, ... of at most `shard_size` tokens; return their index entries.
+
+    A shard is buffered as arrays of `dtype` (2 or 4 bytes a token, not a Python int's 8 to 36), so memory
+    is bounded by the shard size whatever the corpus size."""
     directory.mkdir(parents=True, exist_ok=True)
     shards: list[ShardEntry] = []
-    buffer: list[int] = []
+    pending: list[np.ndarray] = []
+    pending_tokens = 0
 
     def flush() -> None:
+        nonlocal pending, pending_tokens
         name = f"{prefix}-{len(shards):05d}.bin"
-        np.asarray(buffer, dtype=dtype).tofile(directory / name)
-        shards.append(ShardEntry(file=name, tokens=len(buffer)))
-        buffer.clear()
+        (np.concatenate(pending) if pending else np.zeros(0, dtype=dtype)).tofile(directory / name)
+        shards.append(ShardEntry(file=name, tokens=pending_tokens))
+        pending, pending_tokens = [], 0
 
     for ids in documents:
-        buffer.extend(ids)
-        while len(buffer) >= shard_size:
-            rest = buffer[shard_size:]
-            del buffer[shard_size:]
+        tokens = np.asarray(ids, dtype=dtype)
+        while pending_tokens + len(tokens) >= shard_size:
+            take = shard_size - pending_tokens
+            pending.append(tokens[:take])
+            pending_tokens += take
             flush()
-            buffer.extend(rest)
-    if buffer or not shards:
+            tokens = tokens[take:]
+        if len(tokens):
+            pending.append(tokens)
+            pending_tokens += len(tokens)
+    if pending or not shards:
         flush()
     return shards
 

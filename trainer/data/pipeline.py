@@ -7,14 +7,17 @@ rest is there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import tempfile
 import time
-from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from llmops.trainer.config import layout
 from llmops.trainer.config.data import DataJobConfig, PipelineConfig
@@ -28,6 +31,7 @@ from llmops.trainer.config.manifest import (
     TokenizerEntry,
 )
 
+from .counts import Counts
 from .dedup import NearDuplicateIndex
 from .engines import Engine
 from .output import publish, scratch_directory
@@ -35,15 +39,17 @@ from .packing import encode, end_of_text_id, load_tokenizer, token_dtype, train_
 from .progress import Progress
 from .sources import SourceReport, read_source
 from .stages import is_validation
+from .streaming import curate_streaming
 
 
-@dataclass
-class Counts:
-    read: int = 0
-    kept: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-    lines_removed: int = 0
-    pii: Counter[str] = field(default_factory=Counter)
+class CuratedRows(Protocol):
+    """What `run` needs from curation: counts, and the kept rows in read order (re-readable)."""
+
+    counts: Counts
+    reports: dict[str, SourceReport]
+    digests: dict[str, str]
+
+    def rows(self, split: str | None = None) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass
@@ -56,6 +62,9 @@ class Curated:
     digests: dict[str, str]
     near_duplicates: list[str] = field(default_factory=list)
     """Ids of the documents dropped as near-duplicates (for reports and the benchmark's recall)."""
+
+    def rows(self, split: str | None = None) -> Iterator[dict[str, Any]]:
+        return (row for row in self.kept if split is None or row["split"] == split)
 
 
 def curate(config: PipelineConfig, engine: Engine, progress: Progress | None = None) -> Curated:
@@ -99,6 +108,8 @@ def curate(config: PipelineConfig, engine: Engine, progress: Progress | None = N
         if done % 1000 == 0 or done == counts.read:
             progress.report("clean", done, counts.read, "documents")
     counts.kept = len(kept)
+    counts.validation = sum(row["split"] == "validation" for row in kept)
+    counts.train = counts.kept - counts.validation
     return Curated(kept, counts, reports, digests, near_duplicates)
 
 
@@ -106,19 +117,27 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
     """Run the pipeline and publish to config.output_uri; returns the manifest."""
     progress = progress or Progress(enabled=False)
     started = time.monotonic()
-    curated = curate(config, engine, progress)
-    kept, counts = curated.kept, curated.counts
-    if not kept:
+    with contextlib.ExitStack() as stack:
+        curated: CuratedRows
+        if config.streaming.enabled:
+            spill = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llmops-data-spill-")))
+            curated = curate_streaming(config, engine, spill, config.streaming, progress)
+        else:
+            curated = curate(config, engine, progress)
+        return _build(config, curated, progress, started)
+
+
+def _build(config: DataJobConfig, curated: CuratedRows, progress: Progress, started: float) -> DatasetManifest:
+    """Tokenizer, shards, documents, report and manifest from the kept rows, streamed (never listed)."""
+    counts = curated.counts
+    if not counts.kept:
         raise ValueError(f"every one of the {counts.read} documents was dropped ({dict(counts.dropped)}); "
                          "loosen spec.filters")
-
-    train = [row for row in kept if row["split"] == "train"]
-    validation = [row for row in kept if row["split"] == "validation"]
 
     with scratch_directory(config.output_uri) as out:
         # Tokenizer: trained on the training split only, so validation stays unseen.
         if config.tokenizer.train:
-            tokenizer = train_tokenizer((row["text"] for row in train), config.tokenizer)
+            tokenizer = train_tokenizer((row["text"] for row in curated.rows("train")), config.tokenizer)
         else:
             tokenizer = load_tokenizer(config.tokenizer.uri or "")
         tokenizer.save(str(out / layout.TOKENIZER_FILE))
@@ -130,10 +149,11 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
         shards_dir = out / layout.SHARDS_DIR
         index = ShardIndex(
             dtype=dtype.name, eos_id=eos,
-            train=write_shards(shards_dir, "train", encode(tokenizer, _weighted(train, weights), eos), dtype,
-                               config.shard_size_tokens),
+            train=write_shards(shards_dir, "train", encode(tokenizer, _weighted(curated.rows("train"), weights), eos),
+                               dtype, config.shard_size_tokens),
             validation=write_shards(shards_dir, "validation", encode(
-                tokenizer, (row["text"] for row in validation), eos), dtype, config.shard_size_tokens))
+                tokenizer, (row["text"] for row in curated.rows("validation")), eos), dtype,
+                config.shard_size_tokens))
         index.write(ShardIndex.path(out))
         tokens = TokenCounts(train=index.tokens("train"), validation=index.tokens("validation"),
                              total=index.tokens("train") + index.tokens("validation"))
@@ -141,7 +161,7 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
 
         if config.write_documents:
             with (out / "documents.jsonl").open("w") as documents:
-                for row in kept:
+                for row in curated.rows():
                     documents.write(json.dumps({"id": row["id"], "source": row["source"], "split": row["split"],
                                                 "text": row["text"]}) + "\n")
 
@@ -151,7 +171,7 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
             counts=DocumentCounts(
                 read=counts.read, kept=counts.kept, dropped=dict(sorted(counts.dropped.items())),
                 malformed=sum(r.malformed for r in curated.reports.values()), lines_removed=counts.lines_removed,
-                pii_replaced=dict(sorted(counts.pii.items())), train=len(train), validation=len(validation)),
+                pii_replaced=dict(sorted(counts.pii.items())), train=counts.train, validation=counts.validation),
             tokenizer=TokenizerEntry(vocab_size=tokenizer.get_vocab_size(), eos_id=eos, sha256=hashlib.sha256(
                 (out / layout.TOKENIZER_FILE).read_bytes()).hexdigest()),
             shards=ShardsEntry(dtype=index.dtype))
@@ -162,7 +182,7 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
     return manifest
 
 
-def _sources(config: PipelineConfig, curated: Curated) -> list[SourceEntry]:
+def _sources(config: PipelineConfig, curated: CuratedRows) -> list[SourceEntry]:
     return [SourceEntry(name=s.name, uri=s.uri, digest=curated.digests[s.name], files=report.files,
                         documents=report.documents, empty_files=report.empty_files, malformed=report.malformed,
                         malformed_examples=report.malformed_examples)
@@ -180,7 +200,7 @@ def _duplicate_reason(row: dict[str, Any], config: PipelineConfig, seen: set[str
     return None
 
 
-def _weighted(rows: list[dict[str, Any]], weights: dict[str, float]) -> Any:
+def _weighted(rows: Iterator[dict[str, Any]], weights: dict[str, float]) -> Any:
     """Each training document `weight` times: whole repeats plus a deterministic share of the fraction."""
     for row in rows:
         weight = weights[row["source"]]
