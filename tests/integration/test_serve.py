@@ -398,6 +398,20 @@ def test_metrics_move_when_requests_are_served(server: ServerProcess) -> None:
 
 
 @pytest.mark.slow
+def test_a_shared_prompt_prefix_is_served_from_the_prefix_cache_and_output_stays_equal(server: ServerProcess,
+                                                                                     hf: tuple) -> None:
+    system = list(range(10, 50))  # token ids: 2 full 16-token blocks, and more
+    hits = metric(server, "llmops_serve_prefix_cache_hit_tokens_total")
+    queried = metric(server, "llmops_serve_prefix_cache_query_tokens_total")
+    for tail in ([60, 61, 62], [70, 71]):
+        prompt = system + tail
+        body = {"model": NAME, "prompt": prompt, "max_tokens": 12, "temperature": 0, "return_token_ids": True}
+        assert post(server, "/v1/completions", body).json()["choices"][0]["token_ids"] == greedy(hf, prompt, 12)
+    assert metric(server, "llmops_serve_prefix_cache_query_tokens_total") == queried + 2 * len(system) + 5
+    assert metric(server, "llmops_serve_prefix_cache_hit_tokens_total") >= hits + 32  # the second's 2 blocks
+
+
+@pytest.mark.slow
 def test_sigterm_drains_in_flight_requests_then_exits_0(base_model: Path, tmp_path: Path) -> None:
     running = ServerProcess([str(BIN / "llmops"), "serve", str(base_model)], tmp_path, {"maxNewTokens": 100})
     try:

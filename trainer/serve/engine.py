@@ -5,7 +5,9 @@ Each iteration (`Engine.step`):
 2. scores the prompts of waiting groups that asked for prompt log-probabilities (`echo` with `logprobs`);
    a group that asked for no new token (max_tokens 0) finishes there, without ever taking a slot;
 3. admits waiting groups while slots are free (a group is one prompt and its `n` choices; the prompt is
-   prefilled once and its cache copied to the other choices), emitting each choice's first token;
+   prefilled once and its cache copied to the other choices), emitting each choice's first token; with a
+   prefix cache, the longest cached block prefix of a prompt is copied into its slot and only the rest is
+   computed, and the prompt's blocks are cached for later prompts;
 4. runs one decode step for all running sequences and retires the finished ones at once, so a short request
    leaves the batch the token it ends and a new one joins on the next iteration.
 
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .prefix_cache import PrefixIndex
 from .protocol import FinishReason
 from .runner import Runner, TokenScore, token_scores
 from .sampling import SamplingParams, choose, generator_for
@@ -96,6 +99,11 @@ class Engine:
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
+        self.prefix = PrefixIndex(runner.prefix_blocks, runner.block_tokens) if runner.prefix_blocks else None
+        self.prefix_query_tokens = 0
+        """Prompt tokens of prefilled prompts (the prefix cache looked each one up)."""
+        self.prefix_hit_tokens = 0
+        """Of those, the tokens found in the prefix cache (copied, not computed)."""
 
     # --- Called from other threads -------------------------------------------------------------------
 
@@ -221,11 +229,24 @@ class Engine:
 
     def _prefill(self, groups: list[Group]) -> list[StepOutput]:
         first = len(self.running)
-        logits = self.runner.prefill([g.prompt for g in groups], first)
+        hits = [self._cached_prefix(g.prompt) for g in groups]
+        # Prompts without a cached prefix are prefilled as one batch in the first slots; the others one by one.
+        order = sorted(range(len(groups)), key=lambda i: bool(hits[i]))
+        groups, hits = [groups[i] for i in order], [hits[i] for i in order]
+        cold = [g.prompt for g, hit in zip(groups, hits, strict=True) if not hit]
+        parts = [self.runner.prefill(cold, first)] if cold else []
+        for row, (group, hit) in enumerate(zip(groups, hits, strict=True)):
+            if hit:
+                self.runner.load_prefix(first + row, hit)
+                start = len(hit) * self.runner.block_tokens
+                parts.append(self.runner.prefill_after(group.prompt[start:], first + row, start))
+        logits = torch.cat(parts)
         for row, group in enumerate(groups):
             head = group.sequences[0]
             head.slot = first + row
             self.running.append(head)
+            if self.prefix is not None:
+                self.runner.store_prefix(head.slot, self.prefix.insert(group.prompt))
         rows: list[int] = list(range(len(groups)))
         for row, group in enumerate(groups):
             for sibling in group.sequences[1:]:  # n > 1: the choices share the prompt's cache
@@ -239,6 +260,16 @@ class Engine:
         logits = logits[rows]
         tokens = choose(logits, [s.params for s in new], [s.generator for s in new])
         return self._append(new, tokens, _scores(logits, new, tokens))
+
+    def _cached_prefix(self, prompt: list[int]) -> list[int]:
+        """Pool blocks of the prompt's longest cached prefix, leaving at least its last token to compute (its
+        logits give the first output token)."""
+        if self.prefix is None:
+            return []
+        blocks = self.prefix.lookup(prompt, len(prompt) - 1)
+        self.prefix_query_tokens += len(prompt)
+        self.prefix_hit_tokens += len(blocks) * self.runner.block_tokens
+        return blocks
 
     def _decode(self) -> list[StepOutput]:
         running = self.running

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "llmops_serve_"
 
@@ -18,6 +20,8 @@ METRICS: dict[str, str] = {
     "llmops_serve_queue_depth": "Sequences waiting for a batch slot",
     "llmops_serve_running_sequences": "Sequences in the running batch",
     "llmops_serve_kv_cache_usage_ratio": "Fraction of the KV cache's token positions in use",
+    "llmops_serve_prefix_cache_query_tokens_total": "Prompt tokens looked up in the prefix cache",
+    "llmops_serve_prefix_cache_hit_tokens_total": "Prompt tokens found in the prefix cache (copied, not computed)",
 }
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -56,5 +60,23 @@ class ServerMetrics:
         self.running.set_function(running)
         self.kv_cache.set_function(kv_usage)
 
+    def watch_prefix_cache(self, queried: Callable[[], float], hits: Callable[[], float]) -> None:
+        """The engine counts; these counters read its totals when scraped."""
+        self.registry.register(_EngineCounters({"llmops_serve_prefix_cache_query_tokens_total": queried,
+                                                "llmops_serve_prefix_cache_hit_tokens_total": hits}))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineCounters(Collector):
+    """Counters whose values live in the engine (its thread increments plain ints: no lock per step)."""
+
+    def __init__(self, read: dict[str, Callable[[], float]]):
+        self.read = read
+
+    def collect(self):
+        for full, value in self.read.items():
+            family = CounterMetricFamily(_name(full), METRICS[full])
+            family.add_metric([], value())
+            yield family

@@ -10,6 +10,10 @@ down projections), with q/k/v and gate/up each fused into one matrix multiply an
 our own; greedy output equals `model.generate` token for token (tested). Hugging Face's forward would
 rebuild masks and cache objects every step, a large share of a small model's decode time.
 
+With a prefix cache (`prefix_blocks` > 0) a pool of blocks of `block_tokens` positions keeps keys and values of
+earlier prompts' prefixes: `load_prefix` copies blocks into a slot, `prefill_after` computes only the rest of
+the prompt (attending to the copied prefix), and `store_prefix` copies a slot's prompt blocks into the pool.
+
 `score` runs the same forward over whole prompts without touching the cache, for the log-probabilities of
 every prompt token (`echo` with `logprobs`: how clients score text without generating).
 """
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 SUPPORTED_MODEL_TYPES = ("llama",)
 SCORE_CHUNK = 512
@@ -69,7 +73,8 @@ class CacheShape:
 class Runner:
     """Prefill and decode for a Llama-family model with a KV cache of `slots` x `max_len` tokens."""
 
-    def __init__(self, model: PreTrainedModel, slots: int, max_len: int):
+    def __init__(self, model: PreTrainedModel, slots: int, max_len: int, prefix_blocks: int = 0,
+                 block_tokens: int = 16):
         config = model.config
         if config.model_type not in SUPPORTED_MODEL_TYPES:
             raise UnsupportedModel(f"model_type {config.model_type!r} is not supported by the server's engine; "
@@ -87,6 +92,10 @@ class Runner:
         size = (len(self.layers), slots, self.kv_heads, max_len, self.head_dim)
         self.keys = torch.zeros(size, dtype=self.dtype, device=self.device)
         self.values = torch.zeros(size, dtype=self.dtype, device=self.device)
+        self.prefix_blocks, self.block_tokens = prefix_blocks, block_tokens
+        pool = (len(self.layers), prefix_blocks, self.kv_heads, block_tokens, self.head_dim)
+        self.pool_keys = torch.zeros(pool, dtype=self.dtype, device=self.device)
+        self.pool_values = torch.zeros(pool, dtype=self.dtype, device=self.device)
         with torch.inference_mode():
             # The rotary module computes cos/sin per position elementwise, so a table computed once for every
             # position holds exactly the values it would compute per step. With dynamic NTK scaling the base
@@ -97,6 +106,11 @@ class Runner:
             cos, sin = self.decoder.rotary_emb(probe, positions)
         self.cos, self.sin = cos[0], sin[0]  # [max_len, head_dim]
         self.fused = [self._fuse(layer) for layer in self.layers]
+        norms = [self.decoder.norm] + [n for layer in self.layers for n in (layer.input_layernorm,
+                                                                             layer.post_attention_layernorm)]
+        # In float32 torch's rms_norm computes what LlamaRMSNorm does (it upcasts nothing), in one op of its
+        # seven: a decode step of a small model is mostly per-op overhead. Other dtypes keep the module.
+        self._fast_norm = self.dtype == torch.float32 and all(type(n) is LlamaRMSNorm for n in norms)
 
     def _fuse(self, layer) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """One matrix for q/k/v and one for gate/up: half the matrix multiplies per layer. The original
@@ -126,6 +140,46 @@ class Runner:
         """Copy the first `length` cached positions of slot `source` into slot `target` (all layers)."""
         self.keys[:, target, :, :length] = self.keys[:, source, :, :length]
         self.values[:, target, :, :length] = self.values[:, source, :, :length]
+
+    def load_prefix(self, slot: int, blocks: list[int]) -> None:
+        """Copy pool `blocks` into slot `slot` as its first len(blocks) * block_tokens positions."""
+        if not blocks:
+            return
+        index = torch.tensor(blocks, device=self.device)
+        length = len(blocks) * self.block_tokens
+        for cache, pool in ((self.keys, self.pool_keys), (self.values, self.pool_values)):
+            # [layers, n, kv_heads, block, dim] -> [layers, kv_heads, n * block, dim]
+            cache[:, slot, :, :length] = pool[:, index].transpose(1, 2).flatten(2, 3)
+
+    def store_prefix(self, slot: int, blocks: list[tuple[int, int]]) -> None:
+        """Copy block `number` of slot `slot` (positions number*block_tokens on) into pool block `block`, for
+        each (number, block)."""
+        size = self.block_tokens
+        for number, block in blocks:
+            self.pool_keys[:, block] = self.keys[:, slot, :, number * size : (number + 1) * size]
+            self.pool_values[:, block] = self.values[:, slot, :, number * size : (number + 1) * size]
+
+    @torch.inference_mode()
+    def prefill_after(self, tokens: list[int], slot: int, start: int) -> torch.Tensor:
+        """Run `tokens` at positions start, start+1, ... of slot `slot`, whose first `start` positions are
+        cached already (`load_prefix`); returns the last token's logits [1, vocab]."""
+        length, end = len(tokens), start + len(tokens)
+        ids = torch.tensor([tokens], device=self.device)
+        cos, sin = self.cos[None, start:end], self.sin[None, start:end]
+        # Query i (at position start+i) sees every cached position and the new ones up to its own.
+        mask = torch.ones(length, end, dtype=torch.bool, device=self.device).tril(start)
+        hidden = self.decoder.embed_tokens(ids)
+        for index, layer in enumerate(self.layers):
+            x = self._norm(layer.input_layernorm, hidden)
+            q, k, v = self._qkv(index, x, cos, sin)
+            self.keys[index, slot, :, start:end] = k[0]
+            self.values[index, slot, :, start:end] = v[0]
+            keys = self.keys[index, slot : slot + 1, :, :end]
+            values = self.values[index, slot : slot + 1, :, :end]
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
+                                                 enable_gqa=self.kv_heads != self.heads)
+            hidden = self._finish_layer(index, layer, hidden, out)
+        return self._logits(hidden[:, -1])
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], first_slot: int) -> torch.Tensor:
@@ -166,7 +220,7 @@ class Runner:
         # Right padding needs no mask under causal attention: a real token never looks to its right.
         hidden = self.decoder.embed_tokens(ids)
         for index, layer in enumerate(self.layers):
-            x = layer.input_layernorm(hidden)
+            x = self._norm(layer.input_layernorm, hidden)
             q, k, v = self._qkv(index, x, cos, sin)
             if rows is not None:
                 self.keys[index, rows, :, :width] = k
@@ -189,7 +243,7 @@ class Runner:
         hidden = self.decoder.embed_tokens(tokens[:, None])
         group = self.heads // self.kv_heads
         for index, layer in enumerate(self.layers):
-            x = layer.input_layernorm(hidden)
+            x = self._norm(layer.input_layernorm, hidden)
             q, k, v = self._qkv(index, x, cos, sin)
             keys, values = self.keys[index], self.values[index]
             keys[rows, :, positions] = k[:, :, 0]
@@ -206,19 +260,29 @@ class Runner:
     def _qkv(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         batch, length, _ = x.shape
         qkv, bias, _ = self.fused[index]
-        q, k, v = F.linear(x, qkv, bias).split(
-            [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim], dim=-1)
-        q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        heads = self.heads + 2 * self.kv_heads
+        qkv = F.linear(x, qkv, bias).view(batch, length, heads, self.head_dim)
+        # Rotary on q and k at once (the same elementwise formula as transformers' apply_rotary_pos_emb, so
+        # the same values): half the ops of rotating each.
+        qk = qkv[:, :, : self.heads + self.kv_heads]
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+        half = self.head_dim // 2
+        qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
+        q = qk[:, :, : self.heads].transpose(1, 2)
+        k = qk[:, :, self.heads :].transpose(1, 2)
+        v = qkv[:, :, self.heads + self.kv_heads :].transpose(1, 2)
         return q, k, v
+
+    def _norm(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self._fast_norm:
+            return F.rms_norm(x, (x.shape[-1],), module.weight, module.variance_epsilon)
+        return module(x)
 
     def _finish_layer(self, index: int, layer, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         batch, _, length, _ = out.shape
         hidden = hidden + layer.self_attn.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-        gate, up = F.linear(layer.post_attention_layernorm(hidden), self.fused[index][2]).chunk(2, dim=-1)
+        gate, up = F.linear(self._norm(layer.post_attention_layernorm, hidden), self.fused[index][2]).chunk(2, dim=-1)
         return hidden + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(self.decoder.norm(hidden)).float()
+        return self.model.lm_head(self._norm(self.decoder.norm, hidden)).float()

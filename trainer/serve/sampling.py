@@ -54,7 +54,9 @@ def top_p_probabilities(logits: torch.Tensor, temperature: float, top_p: float) 
 
 def choose(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
     """Next token of each row of `logits` [B, vocab]."""
-    chosen = logits.argmax(dim=-1).tolist()
+    chosen = logits.argmax(dim=-1).tolist()  # one argmax and one copy out for the batch
+    if all(p.greedy for p in params):
+        return chosen
     for row, (p, generator) in enumerate(zip(params, generators, strict=True)):
         if not p.greedy:
             probs = top_p_probabilities(logits[row].cpu(), p.temperature, p.top_p)

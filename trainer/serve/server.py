@@ -49,6 +49,10 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 GENERATION_ROUTES = frozenset({"/v1/completions", "/v1/chat/completions"})
 API_PREFIX = "/v1/"
 """Routes that need the model: 503 while it loads."""
+PREFIX_CACHE_SHARE = 0.25
+"""The prefix cache's pool holds this share of the batch slots' KV-cache positions (0: no prefix cache)."""
+PREFIX_BLOCK_TOKENS = 16
+"""Tokens per prefix-cache block: a shared prefix is reused in whole blocks."""
 SHUTDOWN_GRACE_SECONDS = 1.0
 """After the drain, how long requests that were ended (and probes) get to finish writing before the server
 closes their connections."""
@@ -125,7 +129,9 @@ class Server:
         loaded = load(localize(self.model_uri, self.cache_dir), self.config.dtype, self.device)
         self.context = min(loaded.context_length, self.limits.max_prompt_tokens + self.limits.max_new_tokens)
         try:
-            runner = Runner(loaded.model, slots=self.limits.max_batch_size, max_len=self.context)
+            blocks = int(self.limits.max_batch_size * self.context * PREFIX_CACHE_SHARE) // PREFIX_BLOCK_TOKENS
+            runner = Runner(loaded.model, slots=self.limits.max_batch_size, max_len=self.context,
+                            prefix_blocks=blocks, block_tokens=PREFIX_BLOCK_TOKENS)
         except UnsupportedModel as error:
             raise ModelLoadError(str(error)) from error
         self.vocab_size = loaded.model.config.vocab_size
@@ -133,6 +139,7 @@ class Server:
                         prefill_tokens=max(self.context, 4096))
         self.metrics.watch_engine(lambda: engine.queued, lambda: len(engine.running),
                                   lambda: engine.cached_tokens / runner.shape.tokens)
+        self.metrics.watch_prefix_cache(lambda: engine.prefix_query_tokens, lambda: engine.prefix_hit_tokens)
         engine.start()
         self.loaded, self.engine = loaded, engine
 
