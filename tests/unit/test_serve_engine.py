@@ -8,32 +8,14 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from llmops.trainer.config.model import ModelConfig
 from llmops.trainer.serve.engine import Engine, FinishReason, Group, StepOutput
 from llmops.trainer.serve.runner import Runner, UnsupportedModel
 from llmops.trainer.serve.sampling import SamplingParams, top_p_probabilities
-from llmops.trainer.train.model import hf_config
-
-VOCAB = 97
-
+from tests.serve_engine_model import VOCAB, greedy, reference, tiny_llama
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    shape = ModelConfig(hidden_size=64, num_layers=2, num_heads=4, kv_heads=2, context_length=96)
-    model = LlamaForCausalLM(hf_config(shape, vocab_size=VOCAB, eos_id=1)).eval()
-    with torch.no_grad():  # wider than the init so greedy output varies from token to token
-        for name, weight in model.named_parameters():
-            if "norm" not in name:
-                weight.normal_(0, 0.2)
-    return model
-
-
-def reference(model: LlamaForCausalLM, prompt: list[int], max_new: int, eos: int | None = None) -> list[int]:
-    ids = torch.tensor([prompt])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, do_sample=False,
-                         eos_token_id=eos, pad_token_id=0, min_new_tokens=0 if eos is not None else max_new)
-    return out[0, len(prompt):].tolist()
+    return tiny_llama(context_length=96)
 
 
 class Collect:
@@ -50,10 +32,6 @@ def run_until_idle(engine: Engine, limit: int = 1000) -> None:
             return
         engine.step()
     raise AssertionError("engine did not finish")
-
-
-def greedy(max_tokens: int) -> SamplingParams:
-    return SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
 
 
 def test_greedy_output_equals_generate_while_requests_join_and_leave(model: LlamaForCausalLM) -> None:

@@ -4,48 +4,19 @@ output stays equal to transformers' generate with and without a hit."""
 from __future__ import annotations
 
 import pytest
-import torch
 from transformers import LlamaForCausalLM
 
-from llmops.trainer.config.model import ModelConfig
-from llmops.trainer.serve.engine import Engine, Group
+from llmops.trainer.serve.engine import Engine
 from llmops.trainer.serve.prefix_cache import PrefixIndex, block_keys
 from llmops.trainer.serve.runner import Runner
-from llmops.trainer.serve.sampling import SamplingParams
-from llmops.trainer.train.model import hf_config
+from tests.serve_engine_model import VOCAB, generate, reference, tiny_llama
 
-VOCAB = 97
 BLOCK = 8
 
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    shape = ModelConfig(hidden_size=64, num_layers=2, num_heads=4, kv_heads=2, context_length=128)
-    model = LlamaForCausalLM(hf_config(shape, vocab_size=VOCAB, eos_id=1)).eval()
-    with torch.no_grad():  # wider than the init so greedy output varies from token to token
-        for name, weight in model.named_parameters():
-            if "norm" not in name:
-                weight.normal_(0, 0.2)
-    return model
-
-
-def reference(model: LlamaForCausalLM, prompt: list[int], max_new: int) -> list[int]:
-    ids = torch.tensor([prompt])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new, min_new_tokens=max_new,
-                         do_sample=False, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
-
-
-def generate(engine: Engine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-    """Add the prompts together and run the engine until they are done."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    groups = [Group.of(p, params, 1, [None]) for p in prompts]
-    for group in groups:
-        engine.add(group)
-    while engine.has_work():
-        engine.step()
-    return [g.sequences[0].output for g in groups]
+    return tiny_llama(context_length=128)
 
 
 SYSTEM = [(7 * i + 3) % VOCAB for i in range(2 * BLOCK + 5)]  # 2 full blocks and 5 tokens

@@ -7,7 +7,9 @@ Each iteration (`Engine.step`):
 3. admits waiting groups while slots are free (a group is one prompt and its `n` choices; the prompt is
    prefilled once and its cache copied to the other choices), emitting each choice's first token; with a
    prefix cache, the longest cached block prefix of a prompt is copied into its slot and only the rest is
-   computed, and the prompt's blocks are cached for later prompts;
+   computed, and the prompt's blocks are cached for later prompts. A prompt longer than `prefill_tokens` is
+   prefilled in chunks of that many tokens, one chunk per iteration in the last slot, so the running
+   sequences still get a token every iteration (chunked prefill); it joins the batch after its last chunk;
 4. runs one decode step for all running sequences and retires the finished ones at once, so a short request
    leaves the batch the token it ends and a new one joins on the next iteration.
 
@@ -82,6 +84,14 @@ class StepOutput:
     """The new token's log-probability and alternatives, when params.logprobs asked for them."""
 
 
+@dataclass(eq=False)
+class Partial:
+    """A group whose prompt is being prefilled in chunks: its first `done` tokens are cached."""
+
+    group: Group
+    done: int
+
+
 class Engine:
     def __init__(self, runner: Runner, eos_ids: Iterable[int], emit: Callable[[list[StepOutput]], None],
                  prefill_tokens: int = 4096):
@@ -91,7 +101,11 @@ class Engine:
         self.slots = runner.shape.slots
         self.max_len = runner.shape.max_len
         self.prefill_tokens = prefill_tokens
-        """Padded prompt tokens prefilled per iteration (at least one group): bounds the pause of decoding."""
+        """Prompt tokens (padding included) prefilled per iteration: bounds the pause of decoding. A longer
+        prompt is prefilled a chunk of this many tokens per iteration."""
+        self.partial: Partial | None = None
+        """The group whose long prompt is being prefilled in chunks, in slot `slots - 1`; its choices' slots
+        are held for it (running sequences never reach them)."""
         self.waiting: deque[Group] = deque()  # only the engine's thread touches it
         self.running: list[Sequence] = []  # running[i].slot == i
         self._inbox: deque[Group] = deque()  # other threads append; the engine pops (both atomic)
@@ -137,12 +151,13 @@ class Engine:
 
     @property
     def cached_tokens(self) -> int:
-        return sum(s.length for s in list(self.running))
+        partial = self.partial
+        return sum(s.length for s in list(self.running)) + (partial.done if partial else 0)
 
     # --- The loop -------------------------------------------------------------------------------------
 
     def has_work(self) -> bool:
-        return bool(self._inbox or self.waiting or self.running)
+        return bool(self._inbox or self.waiting or self.running or self.partial)
 
     def _loop(self) -> None:
         while not self._stopped:
@@ -159,8 +174,11 @@ class Engine:
                 for output in failed:
                     output.sequence.finish_reason = FinishReason.ERROR
                     output.sequence.slot = -1
+                if self.partial is not None:
+                    failed += [StepOutput(s, -1, FinishReason.ERROR) for s in self.partial.group.sequences]
                 self.running.clear()
                 self.waiting.clear()
+                self.partial = None
                 self._waiting_sequences = 0
                 self.emit(failed)
 
@@ -171,10 +189,17 @@ class Engine:
         scored = self._score_prompts()
         if scored:
             self.emit(scored)
-        admitted = self._admit()
+        if self.partial is None:
+            admitted = self._admit()
+            if len(admitted) == 1 and len(admitted[0].prompt) > self.prefill_tokens:
+                self._start_partial(admitted[0])
+            elif admitted:
+                self.emit(self._prefill(admitted))
+        if self.partial is not None:
+            joined = self._continue_partial()
+            if joined:
+                self.emit(joined)
         self._waiting_sequences = sum(len(g.sequences) for g in self.waiting)
-        if admitted:
-            self.emit(self._prefill(admitted))
         if self.running:
             self.emit(self._decode())
 
@@ -182,6 +207,8 @@ class Engine:
         if any(all(s.aborted for s in g.sequences) for g in self.waiting):
             self.waiting = deque(g for g in self.waiting if not all(s.aborted for s in g.sequences))
         self._retire([s for s in self.running if s.aborted])
+        if self.partial is not None and all(s.aborted for s in self.partial.group.sequences):
+            self.partial = None
 
     def _score_prompts(self) -> list[StepOutput]:
         """Score the prompts of waiting groups that asked for it (as many as `prefill_tokens` allows, at least
@@ -219,6 +246,8 @@ class Engine:
             if _wants_score(group) or group.sequences[0].params.max_tokens == 0:
                 break  # its prompt is scored first (a later iteration): no output precedes its prompt's scores
             next_width = max(width, len(group.prompt))
+            # A prompt over the budget is admitted only alone (then prefilled in chunks). Its chunks run in the
+            # last slot: free, since the running sequences fill at most slots - n while it is prefilled.
             if len(group.sequences) > free or (admitted and next_width * (len(admitted) + 1) > self.prefill_tokens):
                 break
             self.waiting.popleft()
@@ -240,7 +269,32 @@ class Engine:
                 self.runner.load_prefix(first + row, hit)
                 start = len(hit) * self.runner.block_tokens
                 parts.append(self.runner.prefill_after(group.prompt[start:], first + row, start))
-        logits = torch.cat(parts)
+        return self._join(groups, torch.cat(parts))
+
+    def _start_partial(self, group: Group) -> None:
+        slot = self.slots - 1
+        hit = self._cached_prefix(group.prompt)
+        self.runner.load_prefix(slot, hit)
+        self.partial = Partial(group, len(hit) * self.runner.block_tokens)
+
+    def _continue_partial(self) -> list[StepOutput]:
+        """Prefill the next chunk of the partial prompt; after its last, the group joins the running batch."""
+        partial, slot = self.partial, self.slots - 1
+        prompt = partial.group.prompt
+        end = min(len(prompt), partial.done + self.prefill_tokens)
+        logits = self.runner.prefill_after(prompt[partial.done : end], slot, partial.done)
+        partial.done = end
+        if end < len(prompt):
+            return []
+        self.partial = None
+        if slot != len(self.running):
+            self.runner.move_slot(slot, len(self.running), len(prompt))
+        return self._join([partial.group], logits)
+
+    def _join(self, groups: list[Group], logits: torch.Tensor) -> list[StepOutput]:
+        """The groups' prompts are cached in slots len(running), len(running)+1, ... and `logits` holds each
+        prompt's last-token logits: their choices join the running batch with their first tokens."""
+        first = len(self.running)
         for row, group in enumerate(groups):
             head = group.sequences[0]
             head.slot = first + row

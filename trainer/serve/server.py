@@ -53,6 +53,9 @@ PREFIX_CACHE_SHARE = 0.25
 """The prefix cache's pool holds this share of the batch slots' KV-cache positions (0: no prefix cache)."""
 PREFIX_BLOCK_TOKENS = 16
 """Tokens per prefix-cache block: a shared prefix is reused in whole blocks."""
+PREFILL_CHUNK_TOKENS = 512
+"""Prompt tokens prefilled per engine iteration; a longer prompt is prefilled in chunks of this size, so it
+delays the running sequences' next token by one chunk's time, not its whole prefill."""
 SHUTDOWN_GRACE_SECONDS = 1.0
 """After the drain, how long requests that were ended (and probes) get to finish writing before the server
 closes their connections."""
@@ -136,7 +139,7 @@ class Server:
             raise ModelLoadError(str(error)) from error
         self.vocab_size = loaded.model.config.vocab_size
         engine = Engine(runner, loaded.eos_ids, self._emit_threadsafe,
-                        prefill_tokens=max(self.context, 4096))
+                        prefill_tokens=PREFILL_CHUNK_TOKENS)
         self.metrics.watch_engine(lambda: engine.queued, lambda: len(engine.running),
                                   lambda: engine.cached_tokens / runner.shape.tokens)
         self.metrics.watch_prefix_cache(lambda: engine.prefix_query_tokens, lambda: engine.prefix_hit_tokens)
