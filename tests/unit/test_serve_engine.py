@@ -11,7 +11,8 @@ from transformers import LlamaForCausalLM
 from llmops.trainer.serve.engine import Engine, FinishReason, Group, StepOutput
 from llmops.trainer.serve.runner import Runner, UnsupportedModel
 from llmops.trainer.serve.sampling import SamplingParams, top_p_probabilities
-from tests.serve_engine_model import VOCAB, greedy, reference, tiny_llama
+from tests.serve_engine_model import greedy, reference, tiny_llama
+
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
