@@ -1,16 +1,27 @@
-"""Serving throughput: output tokens/s and time to first token of our server (continuous batching over a KV
-cache) versus a baseline of transformers' `generate` behind a minimal aiohttp server with static batching,
-same model, same run, at 1, 4 and 16 concurrent clients.
+"""Serving throughput: our server (continuous batching over a KV cache, prefix cache) against two baselines on
+the same model in the same run: transformers' `generate` with static batching behind a minimal aiohttp server
+("static"), and transformers' own continuous batching (`init_continuous_batching`, what `transformers serve
+--continuous_batching` runs: paged attention, FIFO scheduler) behind the same streaming API ("continuous").
 
 Model: a randomly initialised Llama (hidden 256, 4 layers, 8 heads, 4 KV heads, vocab 2048; BPE trained on
-the standard library's pydoc topics). Every request: a fixed prompt of PROMPT_TOKENS token ids and exactly
-OUTPUT_TOKENS generated tokens, end-of-sequence ignored (ours: `ignore_eos`; baseline: `min_new_tokens`).
-A last, extra measurement at 16 varies the output length per request (8 to 128 tokens), which static
-batching pays for by running every batch to its longest member; it is printed but not part of the ratio.
-Clients are closed loops: each sends its next request when the last one is answered. Ours streams (TTFT is
-the first token's arrival); the baseline's batch returns all at once (its TTFT is the whole answer), as a
-static batch of `generate` cannot stream per request. Both servers run as their own processes, measured in
-turn at each concurrency. Last line: `serve_throughput: ratio=X.XX` (ours / baseline tokens/s at 16).
+the standard library's pydoc topics), fp32 on CPU, every server in its own process with the same torch threads,
+measured in turn while the others are suspended (SIGSTOP).
+Greedy, end-of-sequence ignored, so every request generates exactly the tokens it asks for.
+
+1. Closed loop, equal lengths (today's figures): 1, 4 and 16 clients, each sending its next request when the
+   last is answered; prompt PROMPT_TOKENS, output OUTPUT_TOKENS tokens; at 16 also mixed output lengths
+   (MIXED_OUTPUT_TOKENS). Streaming servers' TTFT is the first token's arrival; the static batch answers all at
+   once, so its TTFT is the whole answer.
+2. The anchors' workload (as vLLM's benchmark_serving): WORKLOAD_SEED fixes lognormal user-prompt and output
+   lengths (clipped so a request fits the 256-token context), a shared SYSTEM_TOKENS-token system prompt opens
+   SYSTEM_SHARE of the prompts, and requests arrive open-loop as a Poisson process at each rate. Per rate and
+   server: output tokens/s, TTFT p50/p99, TPOT p99 (time after the first token over the tokens after it; 0 for
+   the static baseline) and goodput: requests/s meeting both TTFT <= TTFT_BOUND_S and TPOT <= TPOT_BOUND_S.
+
+Last line: `serve_throughput: ratio=X.XX` = our goodput / the static baseline's at the highest rate (a goodput of
+0 counts as one request over the run, so a ratio stays finite and is a lower bound), then `vs_continuous=` (the
+same against transformers' continuous batching), the TTFT p99s, and the one-client and 16-client equal-length
+tokens/s ratios against static `generate`.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import socket
@@ -32,7 +44,21 @@ PROMPT_TOKENS = 32
 OUTPUT_TOKENS = 64
 MIXED_OUTPUT_TOKENS = (8, 16, 32, 64, 128)
 """Output lengths of the extra `mixed` measurement (not part of the ratio): what chat traffic looks like."""
+SYSTEM_TOKENS = 64
+SYSTEM_SHARE = 0.8
+"""Share of the workload's requests whose prompt opens with the shared system prompt."""
+WORKLOAD_SEED = 16
+USER_TOKENS = (40.0, 0.8, 4, 120)
+"""The user part of a prompt: lognormal median, sigma, clipped to [min, max] tokens."""
+OUTPUT_LENGTHS = (32.0, 0.8, 4, 64)
+"""Output tokens: lognormal median, sigma, clipped (system + user + output <= 248 of the 256-token context)."""
+TTFT_BOUND_S = 1.0
+TPOT_BOUND_S = 0.05
+"""Goodput counts a request that got its first token within TTFT_BOUND_S and then one every TPOT_BOUND_S."""
 BASELINE_MAX_BATCH = 16
+CB_BLOCK_TOKENS = 32
+CB_MAX_BATCH_TOKENS = 4096
+"""transformers' continuous batching: its paged cache's block size (its default) and tokens per step."""
 BASELINE_WINDOW_S = 0.01
 NAME = "bench"
 
@@ -110,17 +136,90 @@ def baseline_server(model_dir: Path, port: int) -> None:
         return web.json_response({"choices": [choice], "usage": {"completion_tokens": len(tokens)}})
 
     async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/completions", completions)
-        app.router.add_get("/readyz", lambda _: web.json_response({}))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
         task = asyncio.create_task(batcher())
-        await asyncio.Event().wait()
+        await serve_completions(port, completions)
         task.cancel()
 
     asyncio.run(main())
+
+
+def continuous_server(model_dir: Path, port: int) -> None:
+    """transformers' own continuous batching: the manager `transformers serve --continuous_batching` runs (paged
+    sdpa attention, FIFO scheduler, greedy), behind the same streaming completions API as ours. Its results come
+    on one queue; a thread routes each to its request (transformers serve re-queues other requests' results
+    instead, which only adds to its cost). On CPU its sizing query (CUDA memory) returns nothing, so the cache is
+    sized explicitly: the same 16 x 256 token positions as ours, and our prefill budget of tokens per step."""
+    import itertools
+    import threading
+
+    from aiohttp import web
+    from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessorList
+    from transformers.generation.continuous_batching import RequestStatus
+    from transformers.generation.continuous_batching import cache as paged_cache
+
+    paged_cache.PagedAttentionMemoryHandler.get_available_memory = staticmethod(lambda *_: 4 << 30)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa_paged").eval()
+    config = GenerationConfig(max_new_tokens=OUTPUT_TOKENS, do_sample=False, eos_token_id=-1, pad_token_id=0,
+                              use_cache=False, scheduler="fifo", block_size=CB_BLOCK_TOKENS,
+                              num_blocks=16 * 256 // CB_BLOCK_TOKENS, max_batch_tokens=CB_MAX_BATCH_TOKENS)
+    manager = model.init_continuous_batching(generation_config=config, streaming=True)
+    manager.logit_processor = LogitsProcessorList()  # as transformers serve does: greedy needs none
+    manager.start()
+    queues: dict[str, asyncio.Queue] = {}
+    numbers = itertools.count()
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def route() -> None:
+        while True:
+            result = manager.get_result(timeout=0.1)
+            if result is not None and result.request_id in queues:
+                loop.call_soon_threadsafe(queues[result.request_id].put_nowait, result)
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        request_id = f"r{next(numbers)}"
+        results = queues[request_id] = asyncio.Queue()
+        manager.add_request(body["prompt"], request_id=request_id, max_new_tokens=body["max_tokens"])
+        sent: list[int] = []
+        response = None
+        if body.get("stream"):
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+        while True:
+            result = await results.get()
+            new = result.generated_tokens[len(sent):]
+            sent += new
+            if response is not None and new:
+                await response.write(b"data: " + json.dumps({"choices": [{"token_ids": new}]}).encode() + b"\n\n")
+            if result.status == RequestStatus.FINISHED:
+                break
+        del queues[request_id]
+        if response is None:
+            return web.json_response({"choices": [{"index": 0, "token_ids": sent, "finish_reason": "length"}],
+                                      "usage": {"completion_tokens": len(sent)}})
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    async def main() -> None:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        threading.Thread(target=route, daemon=True).start()
+        await serve_completions(port, completions)
+
+    asyncio.run(main())
+
+
+async def serve_completions(port: int, completions) -> None:
+    """A baseline's HTTP server: its completions handler and a readiness probe, until the process ends."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/readyz", lambda _: web.json_response({}))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await asyncio.Event().wait()
 
 
 # --- Load generation --------------------------------------------------------------------------------------
@@ -178,6 +277,62 @@ async def load(url: str, concurrency: int, seconds: float, stream: bool, seed: i
             "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))]}
 
 
+# --- The anchors' workload: long-tailed lengths, a shared system prompt, Poisson arrivals -----------------
+
+def workload(rate: float, count: int) -> list[tuple[float, list[int], int]]:
+    """(arrival time in s, prompt, output tokens) of `count` requests; seeded: both servers get the same."""
+    import random
+
+    rng = random.Random(WORKLOAD_SEED * 1000 + int(rate * 10))
+    system = [random.Random(WORKLOAD_SEED).randrange(1, 2048) for _ in range(SYSTEM_TOKENS)]
+
+    def lognormal(median: float, sigma: float, low: int, high: int) -> int:
+        return max(low, min(high, round(rng.lognormvariate(math.log(median), sigma))))
+
+    requests, at = [], 0.0
+    for _ in range(count):
+        at += rng.expovariate(rate)
+        user = [rng.randrange(1, 2048) for _ in range(lognormal(*USER_TOKENS))]
+        prompt = (system + user) if rng.random() < SYSTEM_SHARE else user
+        requests.append((at, prompt, lognormal(*OUTPUT_LENGTHS)))
+    return requests
+
+
+async def open_loop(url: str, requests: list[tuple[float, list[int], int]], stream: bool) -> dict[str, float]:
+    """Send each request at its arrival time whatever is still running; per-request TTFT and TPOT."""
+    import aiohttp
+
+    done: list[tuple[float, float, int]] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await one_request(session, url, requests[0][1], stream, 4)  # warm-up
+
+        async def send(at: float, prompt: list[int], length: int) -> None:
+            await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
+            done.append(await one_request(session, url, prompt, stream, length))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(send(*r) for r in requests))
+        elapsed = time.perf_counter() - start
+    ttfts = sorted(d[0] for d in done)
+    tpots = sorted((total - first) / (count - 1) if count > 1 else 0.0 for first, total, count in done)
+    good = sum(1 for first, total, count in done
+               if first <= TTFT_BOUND_S and (count < 2 or (total - first) / (count - 1) <= TPOT_BOUND_S))
+    return {"tokens_per_s": sum(d[2] for d in done) / elapsed, "ttft_p50": statistics.median(ttfts),
+            "ttft_p99": percentile(ttfts, 0.99), "tpot_p99": percentile(tpots, 0.99),
+            "goodput": good / elapsed, "good": good, "requests": len(done), "elapsed": elapsed}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def only(servers: dict[str, tuple[int, subprocess.Popen]], name: str) -> None:
+    """Run only the server being measured: the others are stopped (SIGSTOP), for transformers' continuous
+    batching loop polls its queue without sleeping when idle and would take a core from the one measured."""
+    for other, (_, process) in servers.items():
+        process.send_signal(signal.SIGCONT if other == name else signal.SIGSTOP)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,16 +358,21 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 s per measurement instead of 20 (under 2 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s per closed-loop measurement instead of 20, 2 rates of 6 s of arrivals instead of "
+                             "4 rates of 30 s (under 2 minutes)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of each server (default 1: on a shared 2-core machine more threads "
                              "make OpenMP spin against each other and the other server's idle threads)")
-    parser.add_argument("--baseline-server", nargs=2, metavar=("MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--baseline-server", nargs=3, metavar=("KIND", "MODEL_DIR", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
-        baseline_server(Path(args.baseline_server[0]), int(args.baseline_server[1]))
+        kind, model_dir, port = args.baseline_server
+        (baseline_server if kind == "static" else continuous_server)(Path(model_dir), int(port))
         return
-    seconds = 4.0 if args.quick else 20.0
+    seconds = 3.0 if args.quick else 20.0
+    rates, arrivals_s = ((4.0, 16.0), 6.0) if args.quick else ((2.0, 8.0, 16.0, 32.0), 30.0)
+    closed = ((1, False), (16, False)) if args.quick else ((1, False), (4, False), (16, False), (16, True))
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,46 +380,76 @@ def main() -> None:
         prepare(work / "model")
         (work / "server.yaml").write_text(json.dumps(
             {"servedModelName": NAME, "limits": {"maxBatchSize": 16, "maxConcurrentRequests": 64}}))
-        ours_port, base_port = free_port(), free_port()
-        servers = {
-            "ours": (ours_port, subprocess.Popen(
-                [str(bin_dir / "llmops-serve"), "--model", str(work / "model"), "--config", str(work / "server.yaml"),
-                 "--host", "127.0.0.1", "--port", str(ours_port)], env=env, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL)),
-            "baseline": (base_port, subprocess.Popen(
-                [sys.executable, __file__, "--baseline-server", str(work / "model"), str(base_port)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)),
-        }
+        ours_port = free_port()
+        servers = {"ours": (ours_port, subprocess.Popen(
+            [str(bin_dir / "llmops-serve"), "--model", str(work / "model"), "--config", str(work / "server.yaml"),
+             "--host", "127.0.0.1", "--port", str(ours_port)], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))}
+        for kind in ("static", "continuous"):
+            port = free_port()
+            servers[kind] = (port, subprocess.Popen(
+                [sys.executable, __file__, "--baseline-server", kind, str(work / "model"), str(port)],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         try:
             for port, process in servers.values():
                 wait_ready(port, process)
+            from machine import cpu_description
+
+            print(f"cpu: {cpu_description()}")
             print(f"model: Llama hidden 256, 4 layers, vocab 2048; prompt {PROMPT_TOKENS} tokens, output "
                   f"{OUTPUT_TOKENS} tokens (EOS ignored), greedy; {seconds:.0f} s per measurement, fp32 on CPU, "
                   f"{args.threads} torch thread(s) per server")
-            results: dict[tuple[str, int], dict[str, float]] = {}
-            for concurrency, mixed in ((1, False), (4, False), (16, False), (16, True)):
+            results: dict[tuple[str, int | str], dict[str, float]] = {}
+            for concurrency, mixed in closed:
                 for name, (port, _) in servers.items():
+                    only(servers, name)
                     url = f"http://127.0.0.1:{port}/v1/completions"
-                    result = asyncio.run(load(url, concurrency, seconds, stream=name == "ours", seed=concurrency,
+                    result = asyncio.run(load(url, concurrency, seconds, stream=name != "static", seed=concurrency,
                                               mixed=mixed))
                     results[name, concurrency if not mixed else -concurrency] = result
                     label = f"c={concurrency}{' mixed' if mixed else ''}"
-                    print(f"{label:<11} {name:<9} {result['tokens_per_s']:8.1f} tokens/s  "
+                    print(f"{label:<11} {name:<10} {result['tokens_per_s']:8.1f} tokens/s  "
                           f"TTFT p50 {result['ttft_p50'] * 1000:7.1f} ms  p99 {result['ttft_p99'] * 1000:7.1f} ms  "
                           f"({result['requests']} requests)", flush=True)
+            print(f"workload: {SYSTEM_SHARE:.0%} of prompts open with a shared {SYSTEM_TOKENS}-token system prompt; "
+                  f"user prompt lognormal median {USER_TOKENS[0]:.0f} tokens (sigma {USER_TOKENS[1]}, "
+                  f"{USER_TOKENS[2]}-{USER_TOKENS[3]}), output median {OUTPUT_LENGTHS[0]:.0f} (sigma "
+                  f"{OUTPUT_LENGTHS[1]}, {OUTPUT_LENGTHS[2]}-{OUTPUT_LENGTHS[3]}); Poisson arrivals for "
+                  f"{arrivals_s:.0f} s per rate; goodput bounds TTFT <= {TTFT_BOUND_S * 1000:.0f} ms, "
+                  f"TPOT <= {TPOT_BOUND_S * 1000:.0f} ms", flush=True)
+            for rate in rates:
+                requests = workload(rate, max(10, round(rate * arrivals_s)))
+                for name, (port, _) in servers.items():
+                    only(servers, name)
+                    result = asyncio.run(open_loop(f"http://127.0.0.1:{port}/v1/completions", requests,
+                                                   stream=name != "static"))
+                    results[name, f"rate={rate:g}"] = result
+                    print(f"rate={rate:<5g} {name:<10} {result['tokens_per_s']:8.1f} tokens/s  TTFT p50 "
+                          f"{result['ttft_p50'] * 1000:7.1f} ms  p99 {result['ttft_p99'] * 1000:7.1f} ms  TPOT p99 "
+                          f"{result['tpot_p99'] * 1000:6.1f} ms  goodput {result['goodput']:5.2f} req/s "
+                          f"({result['good']}/{result['requests']} good)", flush=True)
         finally:
             for _, process in servers.values():
+                process.send_signal(signal.SIGCONT)
                 process.send_signal(signal.SIGTERM)
             for _, process in servers.values():
                 try:
                     process.wait(30)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    ours, base = results["ours", 16], results["baseline", 16]
-    ratio = ours["tokens_per_s"] / base["tokens_per_s"]
-    print(f"serve_throughput: ratio={ratio:.2f} ours_tokens_per_s={ours['tokens_per_s']:.0f} "
-          f"baseline_tokens_per_s={base['tokens_per_s']:.0f} ttft_p99_ms_ours={ours['ttft_p99'] * 1000:.0f} "
-          f"ttft_p99_ms_baseline={base['ttft_p99'] * 1000:.0f}")
+    top = f"rate={rates[-1]:g}"
+    ours, static, continuous = (results[name, top] for name in ("ours", "static", "continuous"))
+
+    def goodput_ratio(base: dict[str, float]) -> float:
+        # A baseline goodput of 0 counts as one request over the run: the ratio stays finite, a lower bound.
+        return ours["goodput"] / max(base["goodput"], 1 / base["elapsed"])
+
+    one = results["ours", 1]["tokens_per_s"] / results["static", 1]["tokens_per_s"]
+    equal16 = results["ours", 16]["tokens_per_s"] / results["static", 16]["tokens_per_s"]
+    print(f"serve_throughput: ratio={goodput_ratio(static):.2f} vs_continuous={goodput_ratio(continuous):.2f} "
+          f"{top} goodput_ours={ours['goodput']:.2f} goodput_static={static['goodput']:.2f} "
+          f"goodput_continuous={continuous['goodput']:.2f} ttft_p99_ms_ours={ours['ttft_p99'] * 1000:.0f} "
+          f"ttft_p99_ms_continuous={continuous['ttft_p99'] * 1000:.0f} one_client={one:.2f} equal16={equal16:.2f}")
 
 
 if __name__ == "__main__":
