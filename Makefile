@@ -51,6 +51,7 @@ bench-setup: setup
 
 bench: bench-setup cluster-binaries
 	$(BENCH_VENV)/bin/python bench/data_pipeline.py --quick
+	$(BENCH_VENV)/bin/python bench/data_pipeline.py --scale --quick
 	$(BIN)/python bench/train_throughput.py --quick
 	$(BIN)/python bench/eval_throughput.py --quick
 	$(BIN)/python bench/operator_scale.py --quick

@@ -6,7 +6,7 @@ keys; the driver appends surviving rows to `rows.jsonl` and the (hash, order) an
 to hash-partitioned files. Exact dedup then sorts one partition at a time; the band-key partitions yield
 candidate pairs (lsh.candidate_pairs), whose documents are re-read from the spill for the exact Jaccard
 check, and lsh.resolve gives the same verdicts as the sequential NearDuplicateIndex. The driver holds one
-block, one partition, and the candidate documents' shingles: never the corpus.
+block, one partition, and the candidate pairs (their shingle hashes wait in a scratch file): never the corpus.
 
 `SpilledCuration.rows()` then streams the kept rows back, as often as the tokenizer and shards need them.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from .stages import is_validation
 
 HASH_RECORD = np.dtype([("hash", "S20"), ("order", "<i8")])
 ROWS_FILE = "rows.jsonl"
+GRAMS_FILE = "candidate-shingles.bin"
 
 
 @dataclass
@@ -181,20 +183,39 @@ def _exact_duplicates(spill: Path, partitions: int) -> np.ndarray:
 
 def _near_duplicates(spill: Path, partitions: int, exact: np.ndarray,
                      config: PipelineConfig) -> tuple[list[int], list[str]]:
-    """(orders, ids) dropped as near-duplicates; exact duplicates take no part (as in the in-memory path)."""
+    """(orders, ids) dropped as near-duplicates; exact duplicates take no part (as in the in-memory path).
+
+    The candidates' shingle hashes go to a scratch file (sorted int64 arrays, one per document) and each pair
+    reads its two arrays back: in memory they would take ~9 KB per candidate, and candidates grow with the
+    corpus. What stays in memory is the pairs and an (offset, length) per candidate."""
     pairs: set[tuple[int, int]] = set()
     for number in range(partitions):
         records = np.fromfile(_partition(spill, "bands", number), dtype=lsh.BAND_RECORD)
         pairs.update(lsh.candidate_pairs(records[~np.isin(records["order"], exact)]))
     candidates = {order for pair in pairs for order in pair}
-    grams: dict[int, frozenset[int]] = {}
+    where: dict[int, tuple[int, int]] = {}
     ids: dict[int, str] = {}
-    for row in _spilled_rows(spill):
-        if row["order"] in candidates:
-            grams[row["order"]] = lsh.shingle_hashes(row["text"], config.dedup.near.shingle_size)
-            ids[row["order"]] = row["id"]
+    with (spill / GRAMS_FILE).open("wb") as out:
+        for row in _spilled_rows(spill):
+            if row["order"] in candidates:
+                hashes = np.unique(np.fromiter(lsh.shingle_hashes(row["text"], config.dedup.near.shingle_size),
+                                               dtype=np.int64))
+                where[row["order"]] = (out.tell(), hashes.size)
+                out.write(hashes.tobytes())
+                ids[row["order"]] = row["id"]
     threshold = config.dedup.near.threshold
-    dropped = lsh.resolve(pair for pair in pairs if lsh.is_similar(grams[pair[0]], grams[pair[1]], threshold))
+    with (spill / GRAMS_FILE).open("rb") as grams:
+
+        def read(order: int) -> np.ndarray:
+            offset, count = where[order]
+            return np.frombuffer(os.pread(grams.fileno(), count * 8, offset), dtype=np.int64)
+
+        def similar(pair: tuple[int, int]) -> bool:
+            a, b = read(pair[0]), read(pair[1])
+            shared = np.intersect1d(a, b, assume_unique=True).size
+            return shared / (a.size + b.size - shared) >= threshold  # |a & b| / |a | b|, as lsh.is_similar
+
+        dropped = lsh.resolve(pair for pair in sorted(pairs) if similar(pair))
     return dropped, [ids[order] for order in dropped]
 
 
