@@ -225,8 +225,9 @@ async def serve_completions(port: int, completions) -> None:
 # --- Load generation --------------------------------------------------------------------------------------
 
 async def one_request(session, url: str, prompt: list[int], stream: bool,
-                      max_tokens: int = OUTPUT_TOKENS) -> tuple[float, float, int]:
-    """(time to first token, total time, output tokens)."""
+                      max_tokens: int = OUTPUT_TOKENS, rejected: list[str] | None = None) -> tuple[float, float, int]:
+    """(time to first token, total time, output tokens); with `rejected`, a 429 is appended there and counts as
+    a request that never got a token."""
     import aiohttp
 
     body = {"model": NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
@@ -234,6 +235,9 @@ async def one_request(session, url: str, prompt: list[int], stream: bool,
     start = time.perf_counter()
     first, tokens = 0.0, 0
     async with session.post(url, json=body, timeout=aiohttp.ClientTimeout(total=600)) as response:
+        if response.status == 429 and rejected is not None:
+            rejected.append(await response.text())
+            return math.inf, math.inf, 0
         assert response.status == 200, await response.text()
         if not stream:
             answer = await response.json()
@@ -303,23 +307,26 @@ async def open_loop(url: str, requests: list[tuple[float, list[int], int]], stre
     import aiohttp
 
     done: list[tuple[float, float, int]] = []
+    rejected: list[str] = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await one_request(session, url, requests[0][1], stream, 4)  # warm-up
 
         async def send(at: float, prompt: list[int], length: int) -> None:
             await asyncio.sleep(max(0.0, start + at - time.perf_counter()))
-            done.append(await one_request(session, url, prompt, stream, length))
+            done.append(await one_request(session, url, prompt, stream, length, rejected))
 
         start = time.perf_counter()
         await asyncio.gather(*(send(*r) for r in requests))
         elapsed = time.perf_counter() - start
     ttfts = sorted(d[0] for d in done)
-    tpots = sorted((total - first) / (count - 1) if count > 1 else 0.0 for first, total, count in done)
+    tpots = sorted((total - first) / (count - 1) if count > 1 else 0.0 for first, total, count in done
+                   if count)
     good = sum(1 for first, total, count in done
                if first <= TTFT_BOUND_S and (count < 2 or (total - first) / (count - 1) <= TPOT_BOUND_S))
     return {"tokens_per_s": sum(d[2] for d in done) / elapsed, "ttft_p50": statistics.median(ttfts),
             "ttft_p99": percentile(ttfts, 0.99), "tpot_p99": percentile(tpots, 0.99),
-            "goodput": good / elapsed, "good": good, "requests": len(done), "elapsed": elapsed}
+            "goodput": good / elapsed, "good": good, "requests": len(done), "elapsed": elapsed,
+            "rejected": len(rejected)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -379,7 +386,7 @@ def main() -> None:
         work = Path(tmp)
         prepare(work / "model")
         (work / "server.yaml").write_text(json.dumps(
-            {"servedModelName": NAME, "limits": {"maxBatchSize": 16, "maxConcurrentRequests": 64}}))
+            {"servedModelName": NAME, "limits": {"maxBatchSize": 16, "maxConcurrentRequests": 1024}}))
         ours_port = free_port()
         servers = {"ours": (ours_port, subprocess.Popen(
             [str(bin_dir / "llmops-serve"), "--model", str(work / "model"), "--config", str(work / "server.yaml"),
@@ -427,7 +434,7 @@ def main() -> None:
                     print(f"rate={rate:<5g} {name:<10} {result['tokens_per_s']:8.1f} tokens/s  TTFT p50 "
                           f"{result['ttft_p50'] * 1000:7.1f} ms  p99 {result['ttft_p99'] * 1000:7.1f} ms  TPOT p99 "
                           f"{result['tpot_p99'] * 1000:6.1f} ms  goodput {result['goodput']:5.2f} req/s "
-                          f"({result['good']}/{result['requests']} good)", flush=True)
+                          f"({result['good']}/{result['requests']} good, {result['rejected']} rejected)", flush=True)
         finally:
             for _, process in servers.values():
                 process.send_signal(signal.SIGCONT)
