@@ -16,7 +16,7 @@ documents, 16 partitions) on three synthetic corpora, 25k, 100k and 400k documen
   shingles; per 100 originals, 10 near copies (one word replaced, kept when exact Jaccard >= 0.8) and 5 exact
   copies of originals of the same or the previous file follow them. The largest corpus (213 MB; MB = 2^20
   bytes throughout) is larger than the RSS budget we allow the run (200 MB, `rss_budget_mb`).
-- Ours: the whole `pipeline.run` (its two steps called in turn: curate_streaming, then `_build` with a
+- Ours: the whole `pipeline.run` (its two steps called in turn: curate_streaming, then `build` with a
   1,024-token BPE tokenizer, shards and documents.jsonl),
   inline engine, in a fresh child process per size, tokenizer single-threaded (TOKENIZERS_PARALLELISM=false),
   so one core. Peak RSS is the child's own VmHWM, reset between curation and the rest, so both halves' peaks

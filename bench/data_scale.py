@@ -17,7 +17,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from data_pipeline import SHINGLE, THRESHOLD, ours_settings, passages, quality, run_datatrove
-from machine import cpu_description
+from machine import cpu_description, free_port
 from pydantic import BaseModel
 
 from llmops.trainer.data.dedup import jaccard
@@ -179,7 +178,7 @@ def child(request: ChildRequest) -> ChildResult:
         curated = curate_streaming(config, engine, Path(spill), config.streaming)
         curated_at, rss_curate = time.perf_counter(), _status_mb("VmHWM")
         _reset_peak_rss()
-        manifest = pipeline._build(config, curated, Progress(enabled=False), time.monotonic())
+        manifest = pipeline.build(config, curated, Progress(enabled=False), time.monotonic())
     finished, rss_build = time.perf_counter(), _status_mb("VmHWM")
     cpus = None
     if request.engine == "ray":
@@ -233,12 +232,6 @@ def run_pipeline(corpus: Corpus, work: Path, engine: Literal["inline", "ray"],
 
 # --- a local Ray cluster -----------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class RayCluster:
     """`ray start --block` processes on this machine, one CPU per node, each in its own temp dir and process
     group: stopping terminates exactly those (not `ray stop`, which kills every Ray on the machine).
@@ -248,7 +241,7 @@ class RayCluster:
     """
 
     def __init__(self, work: Path):
-        self.work, self.port = work, _free_port()
+        self.work, self.port = work, free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         """What a driver needs to use this cluster."""

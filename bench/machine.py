@@ -1,10 +1,12 @@
-"""What every benchmark prints about the machine it ran on: CPUs differ between machines (AVX-512 with bf16 and
-AMX on some, AVX2 only on others), and the numbers with them."""
+"""What benchmarks need of the machine they run on: the description every one prints (CPUs differ between
+machines, AVX-512 with bf16 and AMX on some, AVX2 only on others, and the numbers with them), and free ports
+for the servers they start."""
 
 from __future__ import annotations
 
 import os
 import platform
+import socket
 from pathlib import Path
 
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -24,3 +26,10 @@ def cpu_description() -> str:
         pass
     wanted = [f for f in FLAGS if f in flags]
     return f"{name}, {os.cpu_count()} cores ({' '.join(wanted) or 'no AVX2'}), {platform.system()} {platform.release()}"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

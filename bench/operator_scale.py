@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -26,12 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 from cluster import TestCluster  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from machine import free_port  # noqa: E402
 
 
 def metric_sum(port: int, prefix: str) -> float:

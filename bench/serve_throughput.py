@@ -32,13 +32,14 @@ import json
 import math
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_description, free_port
 
 PROMPT_TOKENS = 32
 OUTPUT_TOKENS = 64
@@ -340,12 +341,6 @@ def only(servers: dict[str, tuple[int, subprocess.Popen]], name: str) -> None:
         process.send_signal(signal.SIGCONT if other == name else signal.SIGSTOP)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
     import urllib.request
 
@@ -400,8 +395,6 @@ def main() -> None:
         try:
             for port, process in servers.values():
                 wait_ready(port, process)
-            from machine import cpu_description
-
             print(f"cpu: {cpu_description()}")
             print(f"model: Llama hidden 256, 4 layers, vocab 2048; prompt {PROMPT_TOKENS} tokens, output "
                   f"{OUTPUT_TOKENS} tokens (EOS ignored), greedy; {seconds:.0f} s per measurement, fp32 on CPU, "

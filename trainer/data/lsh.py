@@ -67,7 +67,16 @@ def shingle_hashes(text: str, size: int) -> frozenset[int]:
 
 
 def is_similar(a: frozenset[int], b: frozenset[int], threshold: float) -> bool:
-    return len(a & b) / len(a | b) >= threshold
+    return _jaccard_reaches(len(a & b), len(a), len(b), threshold)
+
+
+def arrays_similar(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
+    """`is_similar` for shingle hashes held as sorted arrays of distinct values."""
+    return _jaccard_reaches(np.intersect1d(a, b, assume_unique=True).size, a.size, b.size, threshold)
+
+
+def _jaccard_reaches(shared: int, size_a: int, size_b: int, threshold: float) -> bool:
+    return shared / (size_a + size_b - shared) >= threshold  # |a & b| / |a | b|
 
 
 def resolve(verified: Iterable[tuple[int, int]]) -> list[int]:

@@ -124,11 +124,12 @@ def run(config: DataJobConfig, engine: Engine, progress: Progress | None = None)
             curated = curate_streaming(config, engine, spill, config.streaming, progress)
         else:
             curated = curate(config, engine, progress)
-        return _build(config, curated, progress, started)
+        return build(config, curated, progress, started)
 
 
-def _build(config: DataJobConfig, curated: CuratedRows, progress: Progress, started: float) -> DatasetManifest:
-    """Tokenizer, shards, documents, report and manifest from the kept rows, streamed (never listed)."""
+def build(config: DataJobConfig, curated: CuratedRows, progress: Progress, started: float) -> DatasetManifest:
+    """`run`'s second half: tokenizer, shards, documents, report and manifest from the kept rows, streamed (never
+    listed)."""
     counts = curated.counts
     if not counts.kept:
         raise ValueError(f"every one of the {counts.read} documents was dropped ({dict(counts.dropped)}); "

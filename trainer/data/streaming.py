@@ -185,9 +185,9 @@ def _near_duplicates(spill: Path, partitions: int, exact: np.ndarray,
                      config: PipelineConfig) -> tuple[list[int], list[str]]:
     """(orders, ids) dropped as near-duplicates; exact duplicates take no part (as in the in-memory path).
 
-    The candidates' shingle hashes go to a scratch file (sorted int64 arrays, one per document) and each pair
-    reads its two arrays back: in memory they would take ~9 KB per candidate, and candidates grow with the
-    corpus. What stays in memory is the pairs and an (offset, length) per candidate."""
+    The candidates' shingle hashes go to a scratch file (a sorted int64 array of distinct hashes per document)
+    and each pair reads its two arrays back: in memory they would take ~9 KB per candidate, and candidates grow
+    with the corpus. What stays in memory is the pairs and an (offset, length) per candidate."""
     pairs: set[tuple[int, int]] = set()
     for number in range(partitions):
         records = np.fromfile(_partition(spill, "bands", number), dtype=lsh.BAND_RECORD)
@@ -198,8 +198,8 @@ def _near_duplicates(spill: Path, partitions: int, exact: np.ndarray,
     with (spill / GRAMS_FILE).open("wb") as out:
         for row in _spilled_rows(spill):
             if row["order"] in candidates:
-                hashes = np.unique(np.fromiter(lsh.shingle_hashes(row["text"], config.dedup.near.shingle_size),
-                                               dtype=np.int64))
+                hashes = np.sort(np.fromiter(lsh.shingle_hashes(row["text"], config.dedup.near.shingle_size),
+                                             dtype=np.int64))
                 where[row["order"]] = (out.tell(), hashes.size)
                 out.write(hashes.tobytes())
                 ids[row["order"]] = row["id"]
@@ -210,12 +210,8 @@ def _near_duplicates(spill: Path, partitions: int, exact: np.ndarray,
             offset, count = where[order]
             return np.frombuffer(os.pread(grams.fileno(), count * 8, offset), dtype=np.int64)
 
-        def similar(pair: tuple[int, int]) -> bool:
-            a, b = read(pair[0]), read(pair[1])
-            shared = np.intersect1d(a, b, assume_unique=True).size
-            return shared / (a.size + b.size - shared) >= threshold  # |a & b| / |a | b|, as lsh.is_similar
-
-        dropped = lsh.resolve(pair for pair in sorted(pairs) if similar(pair))
+        dropped = lsh.resolve(pair for pair in sorted(pairs)
+                              if lsh.arrays_similar(read(pair[0]), read(pair[1]), threshold))
     return dropped, [ids[order] for order in dropped]
 
 
