@@ -49,6 +49,10 @@ BAD_CASES = [
     BadCase("dataset-min-words-above-max", "Dataset",
             _spec(filters={"quality": {"minWords": 500, "maxWords": 100}}), "spec.filters.quality.minWords"),
     BadCase("dataset-zero-workers", "Dataset", _spec(execution={"workers": 0}), "spec.execution.workers"),
+    BadCase("dataset-scratch-without-streaming", "Dataset", _spec(execution={"scratchSizeLimit": "100Gi"}),
+            "spec.execution.scratchSizeLimit"),
+    BadCase("dataset-zero-streaming-partitions", "Dataset", _spec(execution={"streaming": {"partitions": 0}}),
+            "spec.execution.streaming.partitions"),
     BadCase("dataset-uint16-vocabulary-too-large", "Dataset",
             _spec(tokenDtype="uint16", tokenizer={"train": {"vocabSize": 100000}}), "spec.tokenDtype"),
     # PretrainJob

@@ -79,7 +79,7 @@ def desired_children(resource: Resource, plan: LaunchPlan, settings: OperatorSet
         config_map=meta["name"], resources=compute.resources, placement=compute.placement, image=compute.image,
         backoff_limit=compute.backoff_limit, active_deadline_seconds=compute.active_deadline_seconds,
         queue_name=compute.queue_name, credentials_secret=compute.credentials_secret, pvc_uris=plan.uris,
-        labels=labels(resource))
+        labels=labels(resource), scratch=compute.scratch)
     app = specs.AppDef(name=plan.app.name, roles=[_role(plan, meta["name"], service)])
     if plan.launcher is Launcher.RAY:
         return [*out, ray_job_from_plan(app, meta, options)]

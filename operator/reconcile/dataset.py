@@ -19,7 +19,7 @@ from llmops.trainer.config.data import DataJobConfig, PipelineConfig
 from llmops.trainer.config.layout import TOKENIZER_FILE, join
 
 from .defaults import output_root, workload_image
-from .plan import Compute, Launcher, LaunchPlan, RunObservation, plan_app
+from .plan import Compute, Launcher, LaunchPlan, RunObservation, Scratch, plan_app
 from .workload import Event
 
 ENTRYPOINT = "llmops-data"
@@ -30,7 +30,9 @@ SUFFIX = "data"
 def job_config(dataset: Dataset, settings: OperatorSettings) -> DataJobConfig:
     """The workload's config: the pipeline part of the spec, and where to write."""
     pipeline = dataset.spec.model_dump(include=set(PipelineConfig.model_fields))
-    return DataJobConfig(**pipeline, output_uri=output_root(dataset, settings), workers=dataset.spec.execution.workers)
+    execution = dataset.spec.execution
+    return DataJobConfig(**pipeline, output_uri=output_root(dataset, settings), workers=execution.workers,
+                         streaming=execution.streaming)
 
 
 def plan(dataset: Dataset, refs: dict[tuple[str, str], Any], settings: OperatorSettings) -> LaunchPlan:
@@ -43,8 +45,10 @@ def plan(dataset: Dataset, refs: dict[tuple[str, str], Any], settings: OperatorS
     if ray:  # the engine joins the Ray cluster through RAY_ADDRESS, which the driver is given
         app.roles[0].args.extend(["--engine", "ray"])
     out = output_root(dataset, settings)
+    streaming = spec.execution.streaming.enabled
     compute = Compute(image=spec.image, resources=spec.execution.resources, placement=spec.execution.placement,
-                      backoff_limit=spec.backoff_limit, credentials_secret=spec.output.credentials_secret)
+                      backoff_limit=spec.backoff_limit, credentials_secret=spec.output.credentials_secret,
+                      scratch=Scratch(spec.execution.scratch_size_limit) if streaming else None)
     return LaunchPlan(suffix=SUFFIX, number=dataset.metadata.generation or 1, app=app,
                       launcher=Launcher.RAY if ray else Launcher.PROCESS,
                       config=job_config(dataset, settings).to_wire(),

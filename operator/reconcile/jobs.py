@@ -18,7 +18,7 @@ from torchx import specs
 from llmops.operator.api.v1alpha1.common import ComputeResources, ImageSpec, Phase, Placement
 from llmops.trainer.config import exit_codes
 
-from .plan import RunState
+from .plan import RunState, Scratch
 from .quota import creation_failure
 from .storage import pvc_volumes
 from .times import parse_time
@@ -28,6 +28,8 @@ CONFIG_FILE = "config.json"
 CONTAINER = "main"
 RENDEZVOUS_PORT = 29500
 COMPLETION_INDEX = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+SCRATCH_DIR = "/scratch"
+"""Where a plan's Scratch volume is mounted; the container's TMPDIR points there."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,18 @@ class KubernetesOptions:
     pvc_uris: tuple[str, ...] = ()
     """pvc:// URIs the workload reads or writes; their claims are mounted (see storage.py)."""
     labels: dict[str, str] = field(default_factory=dict)
+    scratch: Scratch | None = None
+    """An emptyDir at SCRATCH_DIR as the driver container's TMPDIR."""
+
+
+def add_scratch(container: dict[str, Any], volumes: list[dict[str, Any]], scratch: Scratch | None) -> None:
+    """Mount the scratch emptyDir in `container` and point its TMPDIR there (tempfile and numpy spill to it)."""
+    if scratch is None:
+        return
+    volumes.append({"name": "scratch", "emptyDir": {"sizeLimit": scratch.size_limit}
+                    if scratch.size_limit is not None else {}})
+    container["volumeMounts"] = [*container.get("volumeMounts", []), {"name": "scratch", "mountPath": SCRATCH_DIR}]
+    container["env"] = [*container.get("env", []), {"name": "TMPDIR", "value": SCRATCH_DIR}]
 
 
 def config_map(meta: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -132,11 +146,9 @@ def pod_template(role: specs.Role, options: KubernetesOptions, *, restart_policy
         container["envFrom"] = [{"secretRef": {"name": options.credentials_secret}}]
     if role.port_map:
         container["ports"] = [{"name": name, "containerPort": port} for name, port in sorted(role.port_map.items())]
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": restart_policy,
-        "containers": [container],
-        "volumes": [{"name": "config", "configMap": {"name": options.config_map}}, *pvc_volumes_, *volumes],
-    }
+    pod_volumes = [{"name": "config", "configMap": {"name": options.config_map}}, *pvc_volumes_, *volumes]
+    add_scratch(container, pod_volumes, options.scratch)
+    pod_spec: dict[str, Any] = {"restartPolicy": restart_policy, "containers": [container], "volumes": pod_volumes}
     pod_spec.update(pod_placement(options))
     return {"metadata": {"labels": dict(options.labels)}, "spec": pod_spec}
 

@@ -46,6 +46,14 @@ class SecretEnv:
 
 
 @dataclass(frozen=True)
+class Scratch:
+    """Room on the node for the workload's scratch files: an emptyDir as TMPDIR in a pod; locally, TMPDIR as is."""
+
+    size_limit: int | str | None = None
+    """The volume's sizeLimit (a Kubernetes quantity); None: bounded only by the node's ephemeral storage."""
+
+
+@dataclass(frozen=True)
 class Compute:
     """What the run needs from where it runs."""
 
@@ -62,6 +70,8 @@ class Compute:
     credentials_secret: str | None = None
     """Secret whose keys become environment variables (object-store credentials)."""
     secret_env: tuple[SecretEnv, ...] = ()
+    scratch: Scratch | None = None
+    """Scratch room the driver process writes to (the data workload's streaming spill)."""
 
 
 @dataclass(frozen=True)

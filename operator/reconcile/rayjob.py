@@ -16,7 +16,16 @@ from torchx import specs
 
 from llmops.operator.api.v1alpha1.common import Phase
 
-from .jobs import CONFIG_DIR, CONTAINER, JobState, KubernetesOptions, container_resources, pod_placement, stuck_pod
+from .jobs import (
+    CONFIG_DIR,
+    CONTAINER,
+    JobState,
+    KubernetesOptions,
+    add_scratch,
+    container_resources,
+    pod_placement,
+    stuck_pod,
+)
 from .storage import pvc_volumes
 from .times import parse_time
 
@@ -36,8 +45,8 @@ _KNOWN_REASONS = ("DeadlineExceeded", "SubmissionFailed", "AppFailed", "Validati
 
 def _pod_template(options: KubernetesOptions, labels: dict[str, str], image: str, *, driver: bool) -> dict[str, Any]:
     """A Ray node's pod. Only the head, where the driver runs and reads sources and writes the output, gets the
-    config, the claims and the credentials: a ReadWriteOnce claim could not be mounted on several nodes, and the
-    workers only run map tasks on data the driver hands them."""
+    config, the claims, the credentials and the scratch volume: a ReadWriteOnce claim could not be mounted on
+    several nodes, and the workers only run map tasks on data the driver hands them."""
     container: dict[str, Any] = {"name": CONTAINER, "image": image, "imagePullPolicy": options.image.pull_policy.value,
                                  "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}]}
     volumes: list[dict[str, Any]] = [{"name": "shm", "emptyDir": {"medium": "Memory"}}]  # Ray's object store
@@ -49,6 +58,7 @@ def _pod_template(options: KubernetesOptions, labels: dict[str, str], image: str
         volumes += [{"name": "config", "configMap": {"name": options.config_map}}, *claims]
         if options.credentials_secret:
             container["envFrom"] = [{"secretRef": {"name": options.credentials_secret}}]
+        add_scratch(container, volumes, options.scratch)
     return {"metadata": {"labels": dict(labels)},
             "spec": {"containers": [container], "volumes": volumes, **pod_placement(options)}}
 

@@ -90,6 +90,24 @@ def test_a_finished_run_goes_from_running_to_succeeded_and_shows_what_it_reporte
     assert said["Running"] == 1 and said["Completed"] == 1 and said["PodsPending"] <= 1, said
 
 
+def test_a_streaming_dataset_gets_a_scratch_volume_as_its_tmpdir(kubectl: Kubectl, namespace: str,
+                                                                  operators: Operators) -> None:
+    """For a corpus larger than the pod's memory: the workload streams, and spills to a sized emptyDir."""
+    operators.start("op")
+    execution = {"streaming": {"enabled": True, "blockDocuments": 1024}, "scratchSizeLimit": "20Gi",
+                 "resources": {"limits": {"memory": "2Gi"}}}
+    apply(kubectl, namespace, patched(dataset("big"), {"spec": {"execution": execution}}))
+    wait_until("Job created", lambda: exists(kubectl, namespace, "job/big-data-1"))
+    config = json.loads(get(kubectl, namespace, "configmap/big-data-1")["data"]["config.json"])
+    assert config["streaming"] == {"enabled": True, "blockDocuments": 1024, "partitions": 16}  # default filled in
+    pod = get(kubectl, namespace, "job/big-data-1")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
+    assert {"name": "scratch", "mountPath": "/scratch"} in container["volumeMounts"]
+    assert {"name": "TMPDIR", "value": "/scratch"} in container["env"]
+    wait_until("Dataset Running", lambda: phase(kubectl, namespace, "big") == "Running")
+
+
 def test_a_config_error_fails_at_once_with_the_reason(cluster: TestCluster, kubectl: Kubectl, namespace: str,
                                                       operators: Operators) -> None:
     operators.start("op")

@@ -12,7 +12,7 @@ from llmops.operator.api.v1alpha1.common import Phase
 from llmops.operator.backends import kubernetes
 from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset
-from llmops.operator.reconcile.jobs import CONFIG_DIR
+from llmops.operator.reconcile.jobs import CONFIG_DIR, SCRATCH_DIR
 from llmops.operator.reconcile.rayjob import LABEL_RAY_JOB, ray_job_state
 from llmops.operator.reconcile.workload import Rejected
 from llmops.operator.settings import KubeRayMode, OperatorSettings
@@ -80,6 +80,15 @@ class TestBuilder:
         assert {"name": "pvc-scratch", "persistentVolumeClaim": {"claimName": "scratch"}} in head["volumes"]
         assert head["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3"}}]
         assert [v["name"] for v in worker["volumes"]] == ["shm"] and "envFrom" not in worker["containers"][0]
+
+    def test_streaming_scratch_is_on_the_head_where_the_driver_spills(self) -> None:
+        execution = {**EXECUTION, "streaming": {"enabled": True}}
+        cluster = children(make_dataset(execution=execution))[1]["spec"]["rayClusterSpec"]
+        head = cluster["headGroupSpec"]["template"]["spec"]
+        worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+        assert {"name": "scratch", "emptyDir": {}} in head["volumes"]
+        assert {"name": "TMPDIR", "value": SCRATCH_DIR} in head["containers"][0]["env"]
+        assert "scratch" not in [v["name"] for v in worker["volumes"]]
 
     def test_one_worker_stays_a_job_even_with_kuberay(self) -> None:
         assert [c["kind"] for c in children(make_dataset())] == ["ConfigMap", "Job"]

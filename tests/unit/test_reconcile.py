@@ -17,7 +17,7 @@ from llmops.operator.backends.kubernetes import reconcile
 from llmops.operator.reconcile import dataset, evaluation, finetune, pretrainjob
 from llmops.operator.reconcile.conditions import MAX_MESSAGE_LENGTH, get_condition, set_condition
 from llmops.operator.reconcile.diff import is_subset, merge_patch
-from llmops.operator.reconcile.jobs import job_state
+from llmops.operator.reconcile.jobs import SCRATCH_DIR, job_state
 from llmops.operator.reconcile.storage import local_path, pvc_volumes
 from llmops.operator.settings import OperatorSettings
 from llmops.trainer.config import exit_codes
@@ -162,6 +162,24 @@ class TestDatasetReconcile:
         (container,) = pod["containers"]
         assert container["image"] == "my/trainer:2" and pod["nodeSelector"] == {"pool": "cpu"}
         assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+
+    def test_streaming_reaches_the_workload_and_its_scratch_volume_is_the_pods_tmpdir(self) -> None:
+        streaming = {"enabled": True, "blockDocuments": 512, "partitions": 8}
+        ds = make_dataset(execution={"streaming": streaming, "scratchSizeLimit": "50Gi"})
+        config_map, job = reconcile(dataset, ds, {}, {}, SETTINGS, NOW).children
+        assert json.loads(config_map["data"]["config.json"])["streaming"] == streaming
+        pod = job["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert {"name": "scratch", "emptyDir": {"sizeLimit": "50Gi"}} in pod["volumes"]
+        assert {"name": "scratch", "mountPath": SCRATCH_DIR} in container["volumeMounts"]
+        assert {"name": "TMPDIR", "value": SCRATCH_DIR} in container["env"]
+
+    def test_without_streaming_there_is_no_scratch_volume(self) -> None:
+        config_map, job = reconcile(dataset, make_dataset(), {}, {}, SETTINGS, NOW).children
+        assert json.loads(config_map["data"]["config.json"])["streaming"]["enabled"] is False
+        pod = job["spec"]["template"]["spec"]
+        assert "scratch" not in [v["name"] for v in pod["volumes"]]
+        assert "TMPDIR" not in [e["name"] for e in pod["containers"][0].get("env", [])]
 
     def test_status_follows_the_job(self) -> None:
         ds = make_dataset()

@@ -354,4 +354,4 @@ class DataJobConfig(PipelineConfig):
     """Ray workers; 1 runs Ray in local mode inside the pod."""
 
     streaming: StreamingConfig = Field(default_factory=StreamingConfig)
-    """How curation holds the corpus; set by the workload's launcher, not part of the Dataset spec."""
+    """How curation holds the corpus (the Dataset's spec.execution.streaming)."""

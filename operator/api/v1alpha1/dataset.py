@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmops.trainer.config.base import ApiModel
-from llmops.trainer.config.data import PipelineConfig
+from llmops.trainer.config.base import ApiModel, Rule
+from llmops.trainer.config.data import PipelineConfig, StreamingConfig
 from llmops.trainer.config.manifest import DatasetStats
 
 from .common import (
@@ -20,6 +20,7 @@ from .common import (
     Output,
     Placement,
     PrinterColumn,
+    Quantity,
     Resource,
     WorkloadStatus,
 )
@@ -36,6 +37,21 @@ class DataExecution(ApiModel):
 
     placement: Placement = Field(default_factory=Placement)
     """Node selection for the workers."""
+
+    streaming: StreamingConfig = Field(default_factory=StreamingConfig)
+    """Curate in blocks through scratch files, for a corpus larger than the driver's memory limit (the output is
+    the same). In a cluster the scratch files go to an emptyDir volume on the driver's pod."""
+
+    scratch_size_limit: Quantity | None = None
+    """Size limit of that scratch volume, e.g. 200Gi (about the cleaned corpus's size); default: no limit."""
+
+    cel_rules = (
+        Rule(
+            "!has(self.scratchSizeLimit) || self.streaming.enabled",
+            "scratchSizeLimit sizes the streaming engine's scratch volume: set streaming.enabled or remove it",
+            field_path=".scratchSizeLimit",
+        ),
+    )
 
 
 class DatasetSpec(PipelineConfig):
