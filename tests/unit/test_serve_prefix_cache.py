@@ -70,6 +70,21 @@ def test_greedy_output_equals_generate_with_and_without_a_cache_hit(model: Llama
     assert engine.prefix_query_tokens == len(first) + sum(len(p) for p in later)
 
 
+def test_hits_of_different_lengths_are_computed_in_one_batch_and_equal(model: LlamaForCausalLM) -> None:
+    runner = Runner(model, slots=4, max_len=128, prefix_blocks=16, block_tokens=BLOCK)
+    engine = Engine(runner, eos_ids=[1], emit=lambda _: None)
+    generate(engine, [SYSTEM + [40]], 4)
+    batches: list[list[int]] = []
+    prefill_after = runner.prefill_after
+    runner.prefill_after = lambda prompts, slot, starts: batches.append(starts) or prefill_after(prompts, slot, starts)
+    # One block cached, two blocks cached with a short rest, two with a long rest: one forward for the three.
+    later = [SYSTEM[:BLOCK] + [90, 91, 92], SYSTEM + [50], SYSTEM + list(range(60, 80))]
+    outputs = generate(engine, later, 12)
+    for prompt, output in zip(later, outputs, strict=True):
+        assert output == reference(model, prompt, 12), f"prompt {prompt[-3:]}"
+    assert batches == [[BLOCK, 2 * BLOCK, 2 * BLOCK]]
+
+
 def test_the_same_prompt_again_is_served_from_the_cache_and_equal(model: LlamaForCausalLM) -> None:
     engine = Engine(Runner(model, slots=2, max_len=128, prefix_blocks=16, block_tokens=BLOCK), eos_ids=[1],
                     emit=lambda _: None)

@@ -259,16 +259,19 @@ class Engine:
     def _prefill(self, groups: list[Group]) -> list[StepOutput]:
         first = len(self.running)
         hits = [self._cached_prefix(g.prompt) for g in groups]
-        # Prompts without a cached prefix are prefilled as one batch in the first slots; the others one by one.
+        # Prompts without a cached prefix are prefilled as one batch in the first slots; those with one load it
+        # into the next slots and compute the rest of their prompts as a second batch.
         order = sorted(range(len(groups)), key=lambda i: bool(hits[i]))
         groups, hits = [groups[i] for i in order], [hits[i] for i in order]
         cold = [g.prompt for g, hit in zip(groups, hits, strict=True) if not hit]
         parts = [self.runner.prefill(cold, first)] if cold else []
-        for row, (group, hit) in enumerate(zip(groups, hits, strict=True)):
-            if hit:
-                self.runner.load_prefix(first + row, hit)
-                start = len(hit) * self.runner.block_tokens
-                parts.append(self.runner.prefill_after(group.prompt[start:], first + row, start))
+        warm = [row for row, hit in enumerate(hits) if hit]  # after the cold rows, so contiguous
+        if warm:
+            starts = [len(hits[row]) * self.runner.block_tokens for row in warm]
+            for row in warm:
+                self.runner.load_prefix(first + row, hits[row])
+            rests = [groups[row].prompt[start:] for row, start in zip(warm, starts, strict=True)]
+            parts.append(self.runner.prefill_after(rests, first + warm[0], starts))
         return self._join(groups, torch.cat(parts))
 
     def _start_partial(self, group: Group) -> None:
@@ -282,7 +285,7 @@ class Engine:
         partial, slot = self.partial, self.slots - 1
         prompt = partial.group.prompt
         end = min(len(prompt), partial.done + self.prefill_tokens)
-        logits = self.runner.prefill_after(prompt[partial.done : end], slot, partial.done)
+        logits = self.runner.prefill_after([prompt[partial.done : end]], slot, [partial.done])
         partial.done = end
         if end < len(prompt):
             return []

@@ -12,7 +12,8 @@ rebuild masks and cache objects every step, a large share of a small model's dec
 
 With a prefix cache (`prefix_blocks` > 0) a pool of blocks of `block_tokens` positions keeps keys and values of
 earlier prompts' prefixes: `load_prefix` copies blocks into a slot, `prefill_after` computes only the rest of
-the prompt (attending to the copied prefix), and `store_prefix` copies a slot's prompt blocks into the pool.
+each prompt of a batch (attending to the copied prefixes; chunked prefill uses it too), and `store_prefix` copies
+a slot's prompt blocks into the pool.
 
 `score` runs the same forward over whole prompts without touching the cache, for the log-probabilities of
 every prompt token (`echo` with `logprobs`: how clients score text without generating).
@@ -160,26 +161,39 @@ class Runner:
             self.pool_values[:, block] = self.values[:, slot, :, number * size : (number + 1) * size]
 
     @torch.inference_mode()
-    def prefill_after(self, tokens: list[int], slot: int, start: int) -> torch.Tensor:
-        """Run `tokens` at positions start, start+1, ... of slot `slot`, whose first `start` positions are
-        cached already (`load_prefix`); returns the last token's logits [1, vocab]."""
-        length, end = len(tokens), start + len(tokens)
-        ids = torch.tensor([tokens], device=self.device)
-        cos, sin = self.cos[None, start:end], self.sin[None, start:end]
-        # Query i (at position start+i) sees every cached position and the new ones up to its own.
-        mask = torch.ones(length, end, dtype=torch.bool, device=self.device).tril(start)
-        hidden = self.decoder.embed_tokens(ids)
+    def prefill_after(self, prompts: list[list[int]], first_slot: int, starts: list[int]) -> torch.Tensor:
+        """Run each `prompts[b]` at positions starts[b], starts[b]+1, ... of slot first_slot+b, whose first
+        starts[b] positions are cached already (`load_prefix`), all in one batch; returns the logits of each
+        prompt's last token, [len(prompts), vocab]."""
+        batch, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.zeros(batch, width, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, : len(prompt)] = torch.tensor(prompt)
+        lengths, start = torch.tensor([len(p) for p in prompts]), torch.tensor(starts)
+        offsets = torch.arange(width)
+        positions = start[:, None] + offsets[None]  # [batch, width]
+        valid = offsets[None] < lengths[:, None]  # right padding: computed, never cached nor read
+        end = int((start + lengths).max())
+        # Query (b, i) sees its slot's cached prefix and its own new tokens up to itself.
+        mask = (torch.arange(end)[None, None] <= positions[:, :, None])[:, None].to(self.device)
+        slots = (first_slot + torch.arange(batch))[:, None].expand(batch, width)[valid].to(self.device)
+        columns = positions[valid].to(self.device)
+        positions = positions.clamp(max=self.shape.max_len - 1).to(self.device)  # padding's rotary: any row
+        cos, sin = self.cos[positions], self.sin[positions]
+        rows = slice(first_slot, first_slot + batch)
+        valid = valid.to(self.device)
+        hidden = self.decoder.embed_tokens(ids.to(self.device))
         for index, layer in enumerate(self.layers):
             x = self._norm(layer.input_layernorm, hidden)
             q, k, v = self._qkv(index, x, cos, sin)
-            self.keys[index, slot, :, start:end] = k[0]
-            self.values[index, slot, :, start:end] = v[0]
-            keys = self.keys[index, slot : slot + 1, :, :end]
-            values = self.values[index, slot : slot + 1, :, :end]
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale,
+            self.keys[index][slots, :, columns] = k.transpose(1, 2)[valid]
+            self.values[index][slots, :, columns] = v.transpose(1, 2)[valid]
+            out = F.scaled_dot_product_attention(q, self.keys[index, rows, :, :end], self.values[index, rows, :, :end],
+                                                 attn_mask=mask, scale=self.scale,
                                                  enable_gqa=self.kv_heads != self.heads)
             hidden = self._finish_layer(index, layer, hidden, out)
-        return self._logits(hidden[:, -1])
+        last = (lengths - 1).to(self.device)
+        return self._logits(hidden[torch.arange(batch, device=self.device), last])
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], first_slot: int) -> torch.Tensor:
