@@ -59,6 +59,16 @@ def test_quality_rules(text: str, want: str | None) -> None:
     assert quality_rule(text, QualityFilter(min_words=10, max_duplicate_line_fraction=0.3)) == want
 
 
+@pytest.mark.parametrize(("words", "want"), [
+    (["king,", "été!", "(o)", "x2", "42.", "--"], None),  # 4 of 6 words hold a letter, punctuation or not
+    (["king,", "été!", "42.", "--", "3", "½"], "quality.minAlphabeticWordFraction"),  # 2 of 6
+])
+def test_a_word_with_any_letter_counts_as_alphabetic(words: list[str], want: str | None) -> None:
+    config = QualityFilter(min_words=1, min_mean_word_length=1, min_alphabetic_word_fraction=0.5,
+                           max_top_ngram_fraction=1.0)
+    assert quality_rule(" ".join(words * 5), config) == want
+
+
 def test_line_filter_removes_boilerplate_and_fragments() -> None:
     text = "Please enable JavaScript to view this page.\nShort bit\n" + PROSE + "\nRead our cookie policy here."
     kept, removed = filter_lines(text, LineFilter(enabled=True))
