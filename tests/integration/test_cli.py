@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -74,3 +75,25 @@ def test_run_stops_before_anything_runs_when_a_manifest_is_bad(tmp_path: Path) -
     assert "02-pretrainjob.yaml" in said and "spec.training.schedule.warmupSteps" in said
     assert "03-finetune.yaml: FineTune/tiny-shakespeare-lora: spec.data.uri" in said and "does not exist" in said
     assert not (tmp_path / "store" / "runs").exists()
+
+
+def test_run_curates_a_streaming_dataset_and_writes_what_the_in_memory_path_writes(tmp_path: Path) -> None:
+    """`spec.execution.streaming` reaches the workload in local mode too: same kept documents and tokens."""
+    outputs = {}
+    for streaming in (False, True):
+        manifest = patched(example("Dataset"), {"metadata": {"name": f"topics-{str(streaming).lower()}"}, "spec": {
+            "sources": [{"name": "topics", "uri": "builtin://pydoc-topics"}],
+            "tokenizer": {"train": {"vocabSize": 512}},
+            "execution": {"streaming": {"enabled": streaming, "blockDocuments": 64, "partitions": 4}}}})
+        path = tmp_path / f"dataset-{streaming}.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        store = tmp_path / f"store-{streaming}"
+        result = llmops("run", "-f", str(path), "--store", str(store))
+        assert result.returncode == 0, result.stdout + result.stderr
+        (written,) = store.rglob("manifest.json")
+        outputs[streaming] = json.loads(written.read_text())
+        assert outputs[streaming]["config"]["streaming"]["enabled"] is streaming
+        outputs[streaming]["documents"] = written.with_name("documents.jsonl").read_text()
+    plain, streamed = outputs[False], outputs[True]
+    assert streamed["counts"] == plain["counts"] and streamed["tokens"] == plain["tokens"]
+    assert streamed["documents"] == plain["documents"]
