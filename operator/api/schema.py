@@ -102,6 +102,8 @@ def _convert(node: Schema, defs: dict[str, Schema], path: str) -> Schema:
             # `false` is dropped: structural schemas forbid it next to `properties`.
         elif key == "default" and value is None:
             continue
+        elif key == "description":
+            out[key] = " ".join(value.split())  # docstrings wrap at 120 columns; `kubectl explain` wraps itself
         elif key in _KEPT or key.startswith("x-kubernetes-"):
             out[key] = value
         else:

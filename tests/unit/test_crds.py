@@ -66,6 +66,13 @@ def test_every_field_is_documented(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_field_descriptions_are_one_paragraph_for_kubectl_explain_to_wrap(kind: str) -> None:
+    for path, node in walk(root_schema(kind)):
+        description = node.get("description", "")
+        assert "\n" not in description and "  " not in description, f"{kind} {path}: {description!r}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_cel_rules_compile_and_carry_messages(kind: str) -> None:
     rules = [rule for _, node in walk(root_schema(kind)) for rule in node.get("x-kubernetes-validations", [])]
     assert rules
