@@ -45,10 +45,10 @@ def plan(dataset: Dataset, refs: dict[tuple[str, str], Any], settings: OperatorS
     if ray:  # the engine joins the Ray cluster through RAY_ADDRESS, which the driver is given
         app.roles[0].args.extend(["--engine", "ray"])
     out = output_root(dataset, settings)
-    streaming = spec.execution.streaming.enabled
-    compute = Compute(image=spec.image, resources=spec.execution.resources, placement=spec.execution.placement,
+    execution = spec.execution
+    compute = Compute(image=spec.image, resources=execution.resources, placement=execution.placement,
                       backoff_limit=spec.backoff_limit, credentials_secret=spec.output.credentials_secret,
-                      scratch=Scratch(spec.execution.scratch_size_limit) if streaming else None)
+                      scratch=Scratch(execution.scratch_size_limit) if execution.streaming.enabled else None)
     return LaunchPlan(suffix=SUFFIX, number=dataset.metadata.generation or 1, app=app,
                       launcher=Launcher.RAY if ray else Launcher.PROCESS,
                       config=job_config(dataset, settings).to_wire(),

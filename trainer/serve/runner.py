@@ -165,10 +165,8 @@ class Runner:
         """Run each `prompts[b]` at positions starts[b], starts[b]+1, ... of slot first_slot+b, whose first
         starts[b] positions are cached already (`load_prefix`), all in one batch; returns the logits of each
         prompt's last token, [len(prompts), vocab]."""
-        batch, width = len(prompts), max(len(p) for p in prompts)
-        ids = torch.zeros(batch, width, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, : len(prompt)] = torch.tensor(prompt)
+        ids = _right_padded(prompts)
+        batch, width = ids.shape
         lengths, start = torch.tensor([len(p) for p in prompts]), torch.tensor(starts)
         offsets = torch.arange(width)
         positions = start[:, None] + offsets[None]  # [batch, width]
@@ -192,17 +190,14 @@ class Runner:
                                                  attn_mask=mask, scale=self.scale,
                                                  enable_gqa=self.kv_heads != self.heads)
             hidden = self._finish_layer(index, layer, hidden, out)
-        last = (lengths - 1).to(self.device)
-        return self._logits(hidden[torch.arange(batch, device=self.device), last])
+        return self._logits(self._last_tokens(hidden, prompts))
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]], first_slot: int) -> torch.Tensor:
         """Run prompts (right-padded into one batch) and cache their keys and values in slots
         first_slot, first_slot+1, ...; returns the logits of each prompt's last token, [len(prompts), vocab]."""
         hidden = self._hidden(prompts, slice(first_slot, first_slot + len(prompts)))
-        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
-        hidden = hidden[torch.arange(len(prompts), device=self.device), last]
-        return self._logits(hidden)
+        return self._logits(self._last_tokens(hidden, prompts))
 
     @torch.inference_mode()
     def score(self, prompts: list[list[int]], alternatives: int) -> list[list[TokenScore | None]]:
@@ -225,11 +220,8 @@ class Runner:
     def _hidden(self, prompts: list[list[int]], rows: slice | None) -> torch.Tensor:
         """Hidden states after the last layer for right-padded prompts, [len(prompts), width, hidden]; with
         `rows`, the prompts' keys and values are cached in those slots."""
-        width = max(len(p) for p in prompts)
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, : len(prompt)] = torch.tensor(prompt)
-        ids = ids.to(self.device)
+        ids = _right_padded(prompts).to(self.device)
+        width = ids.shape[1]
         cos, sin = self.cos[None, :width], self.sin[None, :width]
         # Right padding needs no mask under causal attention: a real token never looks to its right.
         hidden = self.decoder.embed_tokens(ids)
@@ -271,6 +263,11 @@ class Runner:
             hidden = self._finish_layer(index, layer, hidden, out)
         return self._logits(hidden[:, -1])
 
+    def _last_tokens(self, hidden: torch.Tensor, prompts: list[list[int]]) -> torch.Tensor:
+        """Each right-padded row's hidden state at its prompt's last token, [len(prompts), hidden]."""
+        last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        return hidden[torch.arange(len(prompts), device=self.device), last]
+
     def _qkv(self, index: int, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         batch, length, _ = x.shape
         qkv, bias, _ = self.fused[index]
@@ -300,3 +297,11 @@ class Runner:
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self._norm(self.decoder.norm, hidden)).float()
+
+
+def _right_padded(prompts: list[list[int]]) -> torch.Tensor:
+    """Token ids [len(prompts), longest], each prompt from column 0, zeros after it (on the CPU)."""
+    ids = torch.zeros(len(prompts), max(len(p) for p in prompts), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, : len(prompt)] = torch.tensor(prompt)
+    return ids
